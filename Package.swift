@@ -1,0 +1,42 @@
+// swift-tools-version:5.9
+import PackageDescription
+
+// LLVM 19 has no pkg-config file; its headers live here (see docs/TOOLCHAIN.md).
+let llvmInclude = "-I/usr/lib/llvm-19/include"
+
+let package = Package(
+    name: "mdl",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "mdlc", targets: ["mdlc"]),
+        .library(name: "MDL", targets: ["MDL"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "CLLVM", path: "Sources/CLLVM"),
+        .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas"),
+        .target(
+            name: "MDL",
+            dependencies: ["CLLVM", "COpenBLAS"],
+            path: "Sources/MDL",
+            cSettings: [.unsafeFlags([llvmInclude])],
+            swiftSettings: [.unsafeFlags(["-Xcc", llvmInclude])],
+            linkerSettings: [.unsafeFlags(["-L/usr/lib/llvm-19/lib"])]
+        ),
+        .executableTarget(
+            name: "mdlc",
+            dependencies: ["MDL", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Sources/mdlc",
+            swiftSettings: [.unsafeFlags(["-Xcc", llvmInclude])]
+        ),
+        .testTarget(
+            name: "MDLTests",
+            dependencies: ["MDL"],
+            path: "Tests/MDLTests",
+            resources: [.copy("Inputs")],
+            swiftSettings: [.unsafeFlags(["-Xcc", llvmInclude])]
+        ),
+    ]
+)

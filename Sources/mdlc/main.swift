@@ -1,0 +1,67 @@
+import ArgumentParser
+import Foundation
+import MDL
+
+struct Mdlc: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mdlc",
+        abstract: "The mdl compiler: tensor programs and their training recipes to native code.",
+        version: Driver.versionText,
+        subcommands: [Check.self, DumpIR.self, Ops.self]
+    )
+}
+
+/// Prints diagnostics to standard error; returns the exit code.
+func report(_ c: Compilation) -> Int32 {
+    if !c.diagnostics.diagnostics.isEmpty {
+        FileHandle.standardError.write((c.diagnostics.render() + "\n").data(using: .utf8)!)
+    }
+    let errors = c.diagnostics.diagnostics.filter { $0.severity == .error }.count
+    if errors > 0 {
+        FileHandle.standardError.write("\(errors) error\(errors == 1 ? "" : "s") generated.\n".data(using: .utf8)!)
+        return 1
+    }
+    return 0
+}
+
+struct Check: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Parse and type-check .mdl files; exit 1 if any has errors.")
+    @Argument(help: "The .mdl files to check.") var files: [String]
+
+    func run() throws {
+        var status: Int32 = 0
+        for f in files {
+            let c = Driver.compile(path: f, stopAfter: "sema")
+            if report(c) != 0 { status = 1 }
+        }
+        if status != 0 { throw ExitCode(status) }
+    }
+}
+
+struct DumpIR: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "dump-ir", abstract: "Print the Graph IR of an .mdl file or of IR text (which reads back in).")
+    @Option(help: "Print the IR after this pass: \(Pipeline.stageNames.joined(separator: ", ")).") var after: String = "sema"
+    @Option(help: "Output format: text (parses back) or dot (Graphviz).") var format: String = "text"
+    @Argument(help: "An .mdl file or an IR text file.") var file: String
+
+    func validate() throws {
+        guard Pipeline.stageNames.contains(after) else {
+            throw ValidationError("unknown pass '\(after)'; passes are \(Pipeline.stageNames.joined(separator: ", "))")
+        }
+        guard ["text", "dot"].contains(format) else { throw ValidationError("unknown format '\(format)'; use text or dot") }
+    }
+
+    func run() throws {
+        let c = Driver.compile(path: file, stopAfter: after)
+        let status = report(c)
+        guard status == 0, let m = c.module else { throw ExitCode(status == 0 ? 1 : status) }
+        print(format == "dot" ? Driver.dotGraph(m) : Driver.printIR(m), terminator: "")
+    }
+}
+
+struct Ops: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List the Graph IR ops with their semantics.")
+    func run() throws { print(Driver.opTable()) }
+}
+
+Mdlc.main()
