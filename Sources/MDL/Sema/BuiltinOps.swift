@@ -2,6 +2,7 @@
 extension Elaborator {
     func tensorArg(_ v: SVal, _ args: Arguments) -> Value? {
         if case .tensor(let t) = v { return t }
+        if case .list = v, builder != nil, let t = toTensor(v, dtype: nil, at: args.range) { return t }
         if !v.isError { error("expected a tensor, found \(v.kindName)", args.range) }
         return nil
     }

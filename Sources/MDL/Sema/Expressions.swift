@@ -97,7 +97,7 @@ extension Elaborator {
             error("layer '\(inst.decl.name)' has no member '\(name)'\(suggestion(for: name, among: Array(inst.members.keys) + Array(inst.methods.keys)))", range)
         case .record(let fields):
             if let f = fields.first(where: { $0.0 == name }) { return f.1 }
-            error("record has no field '\(name)'\(suggestion(for: name, among: fields.map(\.0))); its fields are \(fields.map(\.0).joined(separator: ", "))", range)
+            error("record has no field '\(name)' (its fields: \(fields.map(\.0).joined(separator: ", ")))\(suggestion(for: name, among: fields.map(\.0)))", range)
         case .tensor(let v):
             let t = builder!.function.type(of: v)
             switch name {
@@ -186,6 +186,14 @@ extension Elaborator {
         case .bool(let x):
             guard dtype == nil || dtype == .bool else { return nil }
             return constant(.bool(x), .bool, at: range)
+        case .list:
+            // A nested list of numbers is a constant tensor.
+            var shape: [Dim] = []
+            var flat: [SVal] = []
+            guard flattenList(v, depth: 0, shape: &shape, into: &flat), !flat.isEmpty else { return nil }
+            let isFloat = dtype == .f32 || flat.contains { if case .float = $0 { return true }; return false }
+            let values: [Attr] = flat.map { isFloat ? .float(number($0)!) : .int(Int(number($0)!)) }
+            return constant(.list(values), isFloat ? .f32 : .i32, shape: shape, at: range)
         case .dim(let d):
             if let c = d.constant { return toTensor(.int(c), dtype: dtype, at: range) }
             guard case .tensor(let s) = emit(.sym, [], ["dim": .dim(d)], at: range) else { return nil }
@@ -195,6 +203,19 @@ extension Elaborator {
             }
             return s
         default: return nil
+        }
+    }
+
+    private func flattenList(_ v: SVal, depth: Int, shape: inout [Dim], into flat: inout [SVal]) -> Bool {
+        switch v {
+        case .int, .float:
+            if depth != shape.count { return false }
+            flat.append(v)
+            return true
+        case .list(let xs):
+            if depth == shape.count { shape.append(Dim(xs.count)) } else if depth > shape.count || shape[depth] != Dim(xs.count) { return false }
+            return xs.allSatisfy { flattenList($0, depth: depth + 1, shape: &shape, into: &flat) }
+        default: return false
         }
     }
 

@@ -9,6 +9,7 @@ extension Elaborator {
     func buildRecipe(_ items: [TrainItem], range: SourceRange) {
         let scope = Scope(parent: globalsScope)
         var dataset: Dataset?
+        var dataFailed = false
         var stepItems: [(String, CodeBlock, SourceRange)] = []
         for item in items {
             switch item {
@@ -26,7 +27,7 @@ extension Elaborator {
                 inRecipe = false
                 scope.values[name] = v
                 if case .optimizer = v { continue }
-                if case .error = v { continue }
+                if case .error = v { dataFailed = dataFailed || name == "data"; continue }
                 guard let expected = Elaborator.recipeSettings[name] else {
                     error("unknown recipe setting '\(name)'\(suggestion(for: name, among: Array(Elaborator.recipeSettings.keys))); settings are \(Elaborator.recipeSettings.keys.sorted().joined(separator: ", ")) and optimizers", r)
                     continue
@@ -54,6 +55,7 @@ extension Elaborator {
         if module.recipe["epochs"] == nil && module.recipe["steps"] == nil { error("the train recipe needs 'epochs' or 'steps'", range) }
         if let (batch, body, r) = stepItems.first {
             guard let d = dataset else {
+                if dataFailed { return }
                 error("the train recipe needs a data source ('data = mnist(\"data/mnist\")' or a generator function)", range)
                 return
             }
@@ -70,7 +72,7 @@ extension Elaborator {
                 finishFunction(f, results: stepLoss.map { [("loss", $0)] } ?? [])
                 steps.append(.symbol(f.name))
             }
-            module.recipe["steps_fns"] = .list(steps)
+            module.recipe["updates"] = .list(steps)
         }
         var evals: [Attr] = []
         for item in items {
@@ -79,6 +81,7 @@ extension Elaborator {
             var kind = FunctionKind.metric
             var name = "metrics"
             if let splitExpr {
+                if dataFailed { continue }
                 guard case .member(let base, let split) = splitExpr.kind, case .name(let dn) = base.kind, dn == "data", let d = dataset else {
                     error("'eval on' takes a split of the recipe's data, such as data.test", splitExpr.range)
                     continue
@@ -97,6 +100,7 @@ extension Elaborator {
             metricSink = []
             _ = execBlock(body, s, owner: nil)
             var results: [(String, Value)] = []
+            let defined = metricSink!.count
             for (n, v, mr) in metricSink! {
                 guard let t = toTensor(v, dtype: .f32, at: mr), builder!.function.type(of: t) == TensorType(.f32, []) else {
                     if !v.isError { error("the metric '\(n)' must be a scalar f32[] (a mean over the batch), found \(describeValue(v))", mr) }
@@ -106,7 +110,7 @@ extension Elaborator {
                 results.append((n, t))
             }
             metricSink = nil
-            if results.isEmpty { error("the eval block defines no metric ('name = expression')", r) }
+            if defined == 0 { error("the eval block defines no metric ('name = expression')", r) }
             finishFunction(f, results: results)
             evals.append(.symbol(f.name))
         }
@@ -136,7 +140,7 @@ extension Elaborator {
             let s = startFunction(f, training: false, batch: nil, fields: [], scope: scope)
             let v = eval(e, s)
             let results = flattenResults(v, at: e.range)
-            guard !results.isEmpty else {
+            guard !results.isEmpty, !containsError(v) else {
                 if !v.isError { error("a data generator must return a record of tensors such as (x = ..., y = ...), found \(v.kindName)", e.range) }
                 builder = nil
                 return .error
@@ -160,6 +164,15 @@ extension Elaborator {
         guard splits["train"] != nil else { error("the data needs a 'train' split", value.range); return .error }
         module.entries.append(Entry(kind: .data, name: "data", type: "generator", attrs: attrs))
         return .dataset(Dataset(name: "data", source: "generator", attrs: attrs, splits: splits))
+    }
+
+    private func containsError(_ v: SVal) -> Bool {
+        switch v {
+        case .error: return true
+        case .tuple(let xs), .list(let xs): return xs.contains(where: containsError)
+        case .record(let fs): return fs.contains { containsError($0.1) }
+        default: return false
+        }
     }
 
     private func countMinimize(_ block: CodeBlock) -> Int {

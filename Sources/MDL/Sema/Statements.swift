@@ -79,6 +79,11 @@ extension Elaborator {
     func assign(_ target: Expr, _ v: SVal, _ scope: Scope, _ range: SourceRange) {
         switch target.kind {
         case .name(let n):
+            if metricSink != nil && !(scope.owner(of: n)?.mutable.contains(n) ?? false) {
+                // In an eval block, `name = value` defines a metric (and may reuse a function's name).
+                metricSink!.append((n, v, target.range))
+                return
+            }
             if let owner = scope.owner(of: n) {
                 if case .global(let g) = owner.values[n]! {
                     setState(g, v, at: target.range)
@@ -94,10 +99,6 @@ extension Elaborator {
                     return
                 }
                 owner.values[n] = v
-                return
-            }
-            if metricSink != nil {
-                metricSink!.append((n, v, target.range))
                 return
             }
             error("cannot assign to undeclared '\(n)'; declare it with 'var \(n) = ...'\(suggestion(for: n, among: scope.allNames))", target.range)

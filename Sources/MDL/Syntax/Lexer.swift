@@ -15,8 +15,8 @@ struct Token {
 }
 
 let keywords: Set<String> = [
-    "import", "as", "layer", "model", "fn", "proc", "param", "state", "let", "var", "const",
-    "for", "in", "loop", "if", "else", "train", "true", "false", "minimize", "eval", "on", "step", "return",
+    "import", "layer", "fn", "proc", "param", "state", "let", "var", "const",
+    "for", "in", "loop", "if", "else", "true", "false", "minimize",
 ]
 
 /// Longest symbols first so that `..` wins over `.`.

@@ -33,6 +33,11 @@ struct Parser {
         if case .symbol(s) = tokens[pos + k].kind { return true }
         return false
     }
+    private func peekIsIdentifier() -> Bool {
+        guard pos + 1 < tokens.count else { return false }
+        if case .identifier = tokens[pos + 1].kind { return true }
+        return false
+    }
     private var identifier: String? { if case .identifier(let s) = tok.kind { return s }; return nil }
     private mutating func advance() { if pos < tokens.count - 1 { pos += 1 } }
     private var previousEnd: Int { pos > 0 ? tokens[pos - 1].range.end : 0 }
@@ -98,7 +103,7 @@ struct Parser {
                 advance()
                 return
             case .keyword(let k) where balance == 0 && pos > start &&
-                ["let", "var", "for", "loop", "fn", "proc", "layer", "model", "param", "state", "train", "import", "minimize", "const", "step", "eval"].contains(k):
+                ["let", "var", "for", "loop", "fn", "proc", "layer", "param", "state", "import", "minimize", "const"].contains(k):
                 return
             default: break
             }
@@ -129,7 +134,7 @@ struct Parser {
                 path.append(expectIdentifier("a module name"))
             }
             return .importDecl(path: path, range: range(from: start))
-        case .keyword("layer"), .keyword("model"):
+        case .keyword("layer"), .identifier("model") where isKeyword("layer") || peekIsIdentifier():
             advance()
             return .layer(parseLayer(start: start))
         case .keyword("fn"), .keyword("proc"):
@@ -142,7 +147,7 @@ struct Parser {
             expect("=", "after the name of a top-level binding")
             let value = parseExpr()
             return .constant(name: name, value: value, range: range(from: start))
-        case .keyword("train"):
+        case .identifier("train") where peekIsSymbol("{"):
             advance()
             return parseTrain(start: start)
         case .symbol(";"):
@@ -268,7 +273,7 @@ struct Parser {
             let s = tok.range.start
             let before = pos
             switch tok.kind {
-            case .keyword("step"):
+            case .identifier("step") where peekIsSymbol("(") || peekIsSymbol("{"):
                 advance()
                 var batch = "batch"
                 if isSymbol("(") {
@@ -278,11 +283,11 @@ struct Parser {
                 }
                 let body = parseBlock("to open the step body")
                 items.append(.step(batch: batch, body: body, range: range(from: s)))
-            case .keyword("eval"):
+            case .identifier("eval") where !peekIsSymbol("="):
                 advance()
                 var split: Expr?
                 var batch: String?
-                if isKeyword("on") {
+                if identifier == "on" {
                     advance()
                     split = parseExpr(noBrace: true, noCall: true)
                 }
