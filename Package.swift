@@ -35,7 +35,7 @@ let package = Package(
             name: "MDLTests",
             dependencies: ["MDL"],
             path: "Tests/MDLTests",
-            resources: [.copy("Inputs")],
+            exclude: ["Inputs"],
             swiftSettings: [.unsafeFlags(["-Xcc", llvmInclude])]
         ),
     ]

@@ -308,6 +308,7 @@ extension OpKind {
         case .pad:
             let lo = try ints("low"), hi = try ints("high")
             guard lo.count == t[0].rank, hi.count == t[0].rank else { throw fail("pad of a rank-\(t[0].rank) tensor needs \(t[0].rank) low and high sizes") }
+            guard lo.allSatisfy({ $0 >= 0 && $0 < 1 << 31 }), hi.allSatisfy({ $0 >= 0 && $0 < 1 << 31 }) else { throw fail("pad sizes must be non-negative") }
             return [t[0].with(shape: (0..<t[0].rank).map { t[0].shape[$0] + Dim(lo[$0] + hi[$0]) })]
         case .take:
             guard t[1].dtype == .i32 else { throw fail("indices must be i32, got \(t[1])") }
@@ -330,7 +331,9 @@ extension OpKind {
             return [t[0]]
         case .one_hot:
             guard t[0].dtype == .i32 else { throw fail("one_hot needs i32 indices, got \(t[0])") }
-            return [TensorType(.f32, t[0].shape + [Dim(try int("depth"))])]
+            let depth = try int("depth")
+            guard depth >= 1 && depth < 1 << 31 else { throw fail("one_hot depth must be positive, got \(depth)") }
+            return [TensorType(.f32, t[0].shape + [Dim(depth)])]
         case .matmul:
             let a = t[0], b = t[1]
             guard a.dtype == .f32, b.dtype == .f32 else { throw fail("matmul needs f32 operands, got \(a) and \(b)") }
@@ -350,22 +353,26 @@ extension OpKind {
             guard let kh = w.shape[2].constant, let kw = w.shape[3].constant else { throw fail("\(name): kernel size must be static") }
             if self == .conv2d {
                 let dil = try ints("dilation")
+                guard dil.count == 2, dil.allSatisfy({ $0 >= 1 }) else { throw fail("conv2d: dilation needs two entries >= 1") }
                 guard x.shape[1] == w.shape[1] else { throw fail("conv2d: input has \(x.shape[1]) channels but the weights expect \(w.shape[1])") }
                 var out: [Dim] = [x.shape[0], w.shape[0]]
                 for (i, k) in [kh, kw].enumerated() {
                     guard let s = x.shape[2 + i].constant else { throw fail("conv2d: spatial sizes must be static, got \(x)") }
-                    let o = (s + 2 * pad[i] - dil[i] * (k - 1) - 1) / stride[i] + 1
+                    let o = (s &+ 2 &* pad[i] &- dil[i] &* (k &- 1) &- 1) / stride[i] &+ 1
                     guard o >= 1 else { throw fail("conv2d: kernel \(k) does not fit an input of size \(s) with padding \(pad[i])") }
                     out.append(Dim(o))
                 }
                 return [TensorType(.f32, out)]
             } else {
                 let op = try ints("output_padding")
+                guard op.count == 2 else { throw fail("conv2d_transpose: output_padding needs two entries") }
                 guard x.shape[1] == w.shape[0] else { throw fail("conv2d_transpose: input has \(x.shape[1]) channels but the weights expect \(w.shape[0])") }
                 var out: [Dim] = [x.shape[0], w.shape[1]]
                 for (i, k) in [kh, kw].enumerated() {
                     guard let s = x.shape[2 + i].constant else { throw fail("conv2d_transpose: spatial sizes must be static, got \(x)") }
-                    out.append(Dim((s - 1) * stride[i] - 2 * pad[i] + k + op[i]))
+                    let o = (s &- 1) &* stride[i] &- 2 &* pad[i] &+ k &+ op[i]
+                    guard o >= 1 else { throw fail("conv2d_transpose: output size \(o) is not positive") }
+                    out.append(Dim(o))
                 }
                 return [TensorType(.f32, out)]
             }
@@ -377,7 +384,8 @@ extension OpKind {
             var out = Array(x.shape[0..<2])
             for i in 0..<2 {
                 guard let n = x.shape[2 + i].constant else { throw fail("\(name): spatial sizes must be static, got \(x)") }
-                let o = (n + 2 * p[i] - k[i]) / s[i] + 1
+                guard s[i] >= 1, k[i] >= 1, p[i] >= 0 else { throw fail("\(name): kernel and stride must be positive and padding not negative") }
+                let o = (n &+ 2 &* p[i] &- k[i]) / s[i] &+ 1
                 guard o >= 1 else { throw fail("\(name): window \(k[i]) does not fit an input of size \(n)") }
                 out.append(Dim(o))
             }

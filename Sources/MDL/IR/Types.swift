@@ -24,26 +24,27 @@ public struct Dim: Hashable, Sendable, CustomStringConvertible {
 
     static func + (a: Dim, b: Dim) -> Dim {
         var t = a.terms
-        for (m, c) in b.terms { t[m, default: 0] += c }
+        for (m, c) in b.terms { t[m, default: 0] &+= c }
         return Dim(terms: t)
     }
     static func - (a: Dim, b: Dim) -> Dim { a + b * Dim(-1) }
     static func * (a: Dim, b: Dim) -> Dim {
         var t: [[String]: Int] = [:]
-        for (ma, ca) in a.terms { for (mb, cb) in b.terms { t[(ma + mb).sorted(), default: 0] += ca * cb } }
+        // Wrapping arithmetic: absurd sizes are rejected by the op rules, never trap here.
+        for (ma, ca) in a.terms { for (mb, cb) in b.terms { t[(ma + mb).sorted(), default: 0] &+= ca &* cb } }
         return Dim(terms: t)
     }
     /// Exact division, or nil when the quotient is not a polynomial with integer coefficients.
     func divided(by d: Dim) -> Dim? {
         if let c = d.constant {
-            guard c != 0, terms.values.allSatisfy({ $0 % c == 0 }) else { return nil }
+            guard c != 0, c != -1 || !terms.values.contains(Int.min), terms.values.allSatisfy({ $0 % c == 0 }) else { return nil }
             return Dim(terms: terms.mapValues { $0 / c })
         }
         // Division by a single monomial such as `B` or `2*T`.
         guard d.terms.count == 1, let (dm, dc) = d.terms.first else { return nil }
         var t: [[String]: Int] = [:]
         for (m, c) in terms {
-            guard c % dc == 0 else { return nil }
+            guard dc != -1, c % dc == 0 else { return nil }
             var rest = m
             for s in dm {
                 guard let i = rest.firstIndex(of: s) else { return nil }
@@ -58,8 +59,8 @@ public struct Dim: Hashable, Sendable, CustomStringConvertible {
         var total = 0
         for (m, c) in terms {
             var v = c
-            for s in m { guard let x = env[s] else { return nil }; v *= x }
-            total += v
+            for s in m { guard let x = env[s] else { return nil }; v = v &* x }
+            total = total &+ v
         }
         return total
     }
@@ -75,9 +76,10 @@ public struct Dim: Hashable, Sendable, CustomStringConvertible {
         for (i, (m, c)) in ordered.enumerated() {
             let mono = m.joined(separator: "*")
             var piece: String
-            if m.isEmpty { piece = String(abs(c)) }
-            else if abs(c) == 1 { piece = mono }
-            else { piece = "\(abs(c))*\(mono)" }
+            let magnitude = c.magnitude
+            if m.isEmpty { piece = String(magnitude) }
+            else if magnitude == 1 { piece = mono }
+            else { piece = "\(magnitude)*\(mono)" }
             if i == 0 { out = c < 0 ? "-" + piece : piece }
             else { out += c < 0 ? "-" + piece : "+" + piece }
         }
@@ -99,7 +101,7 @@ public struct TensorType: Hashable, Sendable, CustomStringConvertible {
     /// Element count, when it does not depend on symbols.
     var staticCount: Int? {
         var n = 1
-        for d in shape { guard let c = d.constant else { return nil }; n *= c }
+        for d in shape { guard let c = d.constant else { return nil }; n = n &* c }
         return n
     }
     func with(dtype: DType) -> TensorType { TensorType(dtype, shape) }

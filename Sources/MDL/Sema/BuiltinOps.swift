@@ -61,6 +61,7 @@ extension Elaborator {
             for x in xs {
                 guard let d = dimValue(x, at: args.range) else { return nil }
                 guard d.constant.map({ $0 >= 0 }) ?? true else { error("a shape cannot have negative sizes", args.range); return nil }
+                guard d.constant.map({ $0 < 1 << 31 }) ?? true else { error("size \(d) is too large", args.range); return nil }
                 out.append(d)
             }
             return out
@@ -73,16 +74,19 @@ extension Elaborator {
         }
     }
 
-    /// An integer or a pair of integers, as a pair.
-    func pair(_ v: SVal?, _ def: Int) -> [Int] {
+    /// An integer or a pair of integers, as a pair; anything else is reported and replaced by the default.
+    func pair(_ v: SVal?, _ def: Int, _ what: String = "size", at range: SourceRange? = nil) -> [Int] {
         switch v {
-        case .int(let i)?: return [i, i]
+        case nil: return [def, def]
+        case .int(let i)? where i.magnitude < 1 << 31: return [i, i]
         case .list(let xs)?, .tuple(let xs)?:
-            let ints = xs.compactMap { x -> Int? in if case .int(let i) = x { return i }; return nil }
-            if ints.count == 2 { return ints }
-            return [def, def]
-        default: return [def, def]
+            let ints = xs.compactMap { x -> Int? in if case .int(let i) = x, i.magnitude < 1 << 31 { return i }; return nil }
+            if ints.count == 2 && xs.count == 2 { return ints }
+        case .error?: return [def, def]
+        default: break
         }
+        error("\(what) must be an integer or a pair of integers, found \(v!.kindName)\(v.map { if case .list(let xs) = $0 { return " of \(xs.count)" }; return "" } ?? "")", range ?? .unknown)
+        return [def, def]
     }
 
     func reduce(_ op: OpKind, _ a: [String: SVal], _ args: Arguments) -> SVal {
@@ -159,7 +163,13 @@ extension Elaborator {
         }
         let value = a["value"].flatMap(number) ?? 0
         let dt = builder!.function.type(of: x).dtype
-        return emit(.pad, [x], ["low": .ints(lo), "high": .ints(hi), "value": dt == .f32 ? .float(value) : .int(Int(value))], at: args.range)
+        return emit(.pad, [x], ["low": .ints(lo), "high": .ints(hi), "value": dt == .f32 ? .float(value) : .int(saturatingInt(value))], at: args.range)
+    }
+
+    /// The integer nearest to `v`, limited to the i32 range.
+    func saturatingInt(_ v: Double) -> Int {
+        guard v.isFinite else { return v > 0 ? Int(Int32.max) : v < 0 ? Int(Int32.min) : 0 }
+        return Int(max(Double(Int32.min), min(Double(Int32.max), v.rounded(.towardZero))))
     }
 
     func nextStream() -> Int {
@@ -210,7 +220,7 @@ extension Elaborator {
         var dt = DType.f32
         if case .tensorType(let t) = a["shape"]! { dt = t.dtype }
         if case .builtin(let n)? = a["dtype"], let d = DType(rawValue: n) { dt = d }
-        let attr: Attr = dt == .f32 ? .float(value) : dt == .i32 ? .int(Int(value)) : .bool(value != 0)
+        let attr: Attr = dt == .f32 ? .float(value) : dt == .i32 ? .int(saturatingInt(value)) : .bool(value != 0)
         guard let c = constant(attr, dt, shape: shape, at: args.range) else { return .error }
         return .tensor(c)
     }

@@ -128,7 +128,10 @@ enum Builtins {
             return .error
         }
         t["int"] = Builtin(params: ["x"]) { e, a, args in
-            if let x = e.number(a["x"]!) { return .int(Int(x)) }
+            if let x = e.number(a["x"]!) {
+                guard x.isFinite, x.magnitude < 0x1p62 else { e.error("int(...) of \(x) is out of range", args.range); return .error }
+                return .int(Int(x))
+            }
             e.error("int(...) converts a compile-time number; use i32(...) for tensors", args.range)
             return .error
         }
@@ -221,17 +224,17 @@ enum Builtins {
         t["matmul"] = Builtin(params: ["a", "b"]) { e, a, args in e.tensorOp(.matmul, [a["a"]!, a["b"]!], args) }
         t["conv2d"] = Builtin(params: ["x", "w", "stride?", "padding?", "dilation?"]) { e, a, args in
             guard let x = e.tensorArg(a["x"]!, args), let w = e.tensorArg(a["w"]!, args) else { return .error }
-            return e.emit(.conv2d, [x, w], ["stride": .ints(e.pair(a["stride"], 1)), "padding": .ints(e.pair(a["padding"], 0)), "dilation": .ints(e.pair(a["dilation"], 1))], at: args.range)
+            return e.emit(.conv2d, [x, w], ["stride": .ints(e.pair(a["stride"], 1, "stride", at: args.range)), "padding": .ints(e.pair(a["padding"], 0, "padding", at: args.range)), "dilation": .ints(e.pair(a["dilation"], 1, "dilation", at: args.range))], at: args.range)
         }
         t["conv2d_transpose"] = Builtin(params: ["x", "w", "stride?", "padding?", "output_padding?"]) { e, a, args in
             guard let x = e.tensorArg(a["x"]!, args), let w = e.tensorArg(a["w"]!, args) else { return .error }
-            return e.emit(.conv2d_transpose, [x, w], ["stride": .ints(e.pair(a["stride"], 1)), "padding": .ints(e.pair(a["padding"], 0)), "output_padding": .ints(e.pair(a["output_padding"], 0))], at: args.range)
+            return e.emit(.conv2d_transpose, [x, w], ["stride": .ints(e.pair(a["stride"], 1, "stride", at: args.range)), "padding": .ints(e.pair(a["padding"], 0, "padding", at: args.range)), "output_padding": .ints(e.pair(a["output_padding"], 0, "output_padding", at: args.range))], at: args.range)
         }
         for (name, op) in [("max_pool2d", OpKind.maxpool2d), ("avg_pool2d", .avgpool2d)] {
             t[name] = Builtin(params: ["x", "kernel", "stride?", "padding?"]) { e, a, args in
                 guard let x = e.tensorArg(a["x"]!, args) else { return .error }
-                let k = e.pair(a["kernel"], 2)
-                return e.emit(op, [x], ["kernel": .ints(k), "stride": .ints(a["stride"] == nil ? k : e.pair(a["stride"], 1)), "padding": .ints(e.pair(a["padding"], 0))], at: args.range)
+                let k = e.pair(a["kernel"], 2, "kernel", at: args.range)
+                return e.emit(op, [x], ["kernel": .ints(k), "stride": .ints(a["stride"] == nil ? k : e.pair(a["stride"], 1, "stride", at: args.range)), "padding": .ints(e.pair(a["padding"], 0, "padding", at: args.range))], at: args.range)
             }
         }
         t["stop_gradient"] = Builtin(params: ["x"]) { e, a, args in e.tensorOp(.stop_gradient, [a["x"]!], args) }

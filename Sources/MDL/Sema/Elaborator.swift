@@ -149,6 +149,7 @@ final class Elaborator {
                     continue
                 }
                 inst.methods[f.name] = f
+                scope.values[f.name] = .function(f, inst)
             case .conditional(let cond, let then, let otherwise, _):
                 let c = evalCompileTime(cond, scope: scope)
                 switch c {
@@ -205,7 +206,8 @@ final class Elaborator {
             case .expr(let e):
                 let v = evalCompileTime(e, scope: scope)
                 switch v {
-                case .int(let n) where n >= 0: dims.append(Dim(n))
+                case .int(let n) where n >= 0 && n < 1 << 31: dims.append(Dim(n))
+                case .int(let n) where n >= 1 << 31: error("dimension \(n) is too large", e.range); return nil
                 case .int(let n): error("dimension must not be negative, got \(n)", e.range); return nil
                 case .error: return nil
                 default: error("a parameter dimension must be a compile-time integer, found \(v.kindName)", e.range); return nil

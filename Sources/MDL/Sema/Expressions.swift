@@ -282,11 +282,15 @@ extension Elaborator {
             case "*": return .int(a &* b)
             case "/":
                 if b == 0 { error("division by zero", range); return .error }
-                return a % b == 0 ? .int(a / b) : .float(Double(a) / Double(b))
+                let (q, overflow) = a.dividedReportingOverflow(by: b)
+                return !overflow && a.remainderReportingOverflow(dividingBy: b).partialValue == 0 ? .int(q) : .float(Double(a) / Double(b))
             case "%":
                 if b == 0 { error("division by zero", range); return .error }
-                return .int(((a % b) + b) % b)
-            case "**": return b >= 0 && b < 63 ? .int(Int(pow(Double(a), Double(b)))) : .float(pow(Double(a), Double(b)))
+                let r = a.remainderReportingOverflow(dividingBy: b).partialValue
+                return .int(r != 0 && (r < 0) != (b < 0) ? r &+ b : r)
+            case "**":
+                let p = pow(Double(a), Double(b))
+                return b >= 0 && p.magnitude < 0x1p62 ? .int(Int(p)) : .float(p)
             case "==": return .bool(a == b)
             case "!=": return .bool(a != b)
             case "<": return .bool(a < b)
@@ -366,7 +370,7 @@ extension Elaborator {
     func unary(_ op: String, _ v: SVal, _ range: SourceRange) -> SVal {
         switch (op, v) {
         case (_, .error): return .error
-        case ("-", .int(let i)): return .int(-i)
+        case ("-", .int(let i)): return .int(0 &- i)
         case ("-", .float(let x)): return .float(-x)
         case ("-", .dim(let d)): return .dim(Dim(0) - d)
         case ("!", .bool(let b)): return .bool(!b)

@@ -69,7 +69,12 @@ extension Elaborator {
                 minimizeSeen = 0
                 stepLoss = nil
                 _ = execBlock(body, b, owner: nil)
-                finishFunction(f, results: stepLoss.map { [("loss", $0)] } ?? [])
+                guard let loss = stepLoss else {
+                    // This minimize sits in a branch not taken, or its loss had errors (already reported).
+                    builder = nil
+                    continue
+                }
+                finishFunction(f, results: [("loss", loss)])
                 steps.append(.symbol(f.name))
             }
             module.recipe["updates"] = .list(steps)
@@ -132,7 +137,11 @@ extension Elaborator {
         }
         // Generators: `data = make(4096)` (train only) or `data = (train = make(4096), test = make(1024))`.
         var generators: [(String, Expr)] = []
-        if case .record(let fields) = value.kind { generators = fields } else { generators = [("train", value)] }
+        if case .record(let fields) = value.kind, fields.allSatisfy({ ["train", "test", "valid"].contains($0.0) }) {
+            generators = fields
+        } else {
+            generators = [("train", value)]
+        }
         var splits: [String: [(String, TensorType)]] = [:]
         var attrs: [String: Attr] = [:]
         for (split, e) in generators {
@@ -181,7 +190,8 @@ extension Elaborator {
             switch s {
             case .minimize: n += 1
             case .conditional(_, let t, let o, _): n += countMinimize(t) + (o.map(countMinimize) ?? 0)
-            case .forLoop(_, _, let b, _): n += countMinimize(b)
+            case .forLoop(_, _, let b, let r):
+                if countMinimize(b) > 0 { error("'minimize' cannot appear inside a 'for' loop; write one 'minimize' per update", r) }
             default: break
             }
         }

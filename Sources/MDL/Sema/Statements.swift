@@ -4,10 +4,21 @@ extension Elaborator {
         var last: SVal = .tuple([])
         for (i, stmt) in block.statements.enumerated() {
             let isLast = i == block.statements.count - 1
+            if !isLast, case .expr(let e) = stmt, !hasEffect(e) {
+                error("the value of this expression is unused; if it continues the previous line, end that line with the operator or wrap the expression in parentheses", e.range)
+            }
             last = exec(stmt, scope, owner: owner)
             if !isLast { last = .tuple([]) }
         }
         return last
+    }
+
+    /// Calls may update state; any other expression statement before the end of a block does nothing.
+    private func hasEffect(_ e: Expr) -> Bool {
+        switch e.kind {
+        case .call, .conditional, .error: return true
+        default: return false
+        }
     }
 
     private func exec(_ stmt: Stmt, _ scope: Scope, owner: LayerInstance?) -> SVal {
@@ -36,10 +47,6 @@ extension Elaborator {
         case .forLoop(let variable, let sequence, let body, _):
             let seq = eval(sequence, scope)
             guard let items = compileTimeSequence(seq, at: sequence.range) else { return .tuple([]) }
-            if items.count > 4096 {
-                error("a 'for' loop is unrolled at compile time and may have at most 4096 iterations (this one has \(items.count)); use 'loop' for a run-time loop", sequence.range)
-                return .tuple([])
-            }
             for item in items {
                 let inner = Scope(parent: scope)
                 inner.values[variable] = item
@@ -91,11 +98,6 @@ extension Elaborator {
                 }
                 if !owner.mutable.contains(n) {
                     error("cannot assign to '\(n)', which is declared with 'let' or is a parameter; declare it with 'var'", target.range)
-                    return
-                }
-                if let old = owner.values[n], case .tensor(let ov) = old, let b = builder, case .tensor(let nv) = v,
-                   b.function.type(of: ov) != b.function.type(of: nv) {
-                    error("cannot assign \(b.function.type(of: nv)) to '\(n)', which holds \(b.function.type(of: ov))", range)
                     return
                 }
                 owner.values[n] = v
@@ -160,6 +162,10 @@ extension Elaborator {
     func compileTimeSequence(_ seq: SVal, at range: SourceRange) -> [SVal]? {
         switch seq {
         case .range(.int(let lo), .int(let hi), let reversed):
+            if hi > lo && hi - lo > 4096 {
+                error("a compile-time iteration may have at most 4096 items (this range has \(hi - lo)); use 'loop' for a run-time loop", range)
+                return nil
+            }
             let items = lo < hi ? (lo..<hi).map(SVal.int) : []
             return reversed ? items.reversed() : items
         case .list(let xs), .tuple(let xs): return xs

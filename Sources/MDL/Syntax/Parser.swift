@@ -166,7 +166,9 @@ struct Parser {
         guard expect("(", context) else { return params }
         nesting += 1
         defer { nesting -= 1 }
-        while !isSymbol(")") && !atEOF {
+        while !isSymbol(")") && !atEOF && !isSymbol("{") {
+            let before = pos
+            defer { if pos == before { advance() } }
             let start = tok.range.start
             let name = expectIdentifier("a parameter name")
             var type: TypeExpr?
@@ -339,6 +341,8 @@ struct Parser {
             nesting += 1
             var ds: [DimExpr] = []
             while !isSymbol("]") && !atEOF {
+                let before = pos
+                defer { if pos == before { advance() } }
                 if isSymbol("...") {
                     advance()
                     var label: String?
@@ -401,6 +405,15 @@ struct Parser {
     }
 
     private mutating func parseStatement() -> Stmt? {
+        let stmt = parseStatementBody()
+        if stmt != nil && !atEOF && !isSymbol("}") && !isSymbol(";") && !newlineBefore[pos] {
+            error("expected a new line or ';' after the statement, found \(describe(tok))")
+            synchronize()
+        }
+        return stmt
+    }
+
+    private mutating func parseStatementBody() -> Stmt? {
         let start = tok.range.start
         switch tok.kind {
         case .keyword("let"), .keyword("var"):
@@ -460,10 +473,6 @@ struct Parser {
                 default: error("cannot assign to this expression; only names and state members can be assigned", at: e.range)
                 }
                 return .assign(target: e, value: value, range: range(from: start))
-            }
-            if !atEOF && !isSymbol("}") && !isSymbol(";") && !newlineBefore[pos] {
-                error("expected a new line or ';' after the statement, found \(describe(tok))")
-                synchronize()
             }
             return .expr(e)
         }

@@ -1,0 +1,34 @@
+import Foundation
+import XCTest
+@testable import MDL
+
+/// FileCheck-style tests: each Inputs/IR/*.mdl has a `// RUN: --after PASS` line (default sema)
+/// and CHECK lines matched against the printed IR.
+final class IRTextTests: XCTestCase {
+    func testIRTextFiles() throws {
+        let files = Repo.files(in: "IR")
+        XCTAssertGreaterThanOrEqual(files.count, 5, "IR-text tests are missing")
+        for url in files {
+            let text = try String(contentsOf: url, encoding: .utf8)
+            var after = "sema"
+            if let r = text.range(of: "// RUN: --after ") { after = String(text[r.upperBound...].prefix { !$0.isWhitespace }) }
+            let c = Driver.compile(path: url.path, stopAfter: after)
+            guard let m = c.module, c.succeeded else {
+                XCTFail("\(url.lastPathComponent): compilation failed:\n\(c.diagnostics.render())")
+                continue
+            }
+            let checks = checkDirectives(text)
+            XCTAssertFalse(checks.isEmpty, "\(url.lastPathComponent) has no CHECK lines")
+            for f in fileCheck(Driver.printIR(m), checks: checks) { XCTFail("\(url.lastPathComponent): \(f)") }
+        }
+    }
+
+    func testFileCheckItselfCatchesMismatches() {
+        let out = "a\nb c\nd"
+        XCTAssertTrue(fileCheck(out, checks: [("CHECK", "a", 1), ("CHECK-NEXT", "b", 2), ("CHECK-SAME", "c", 3)]).isEmpty)
+        XCTAssertFalse(fileCheck(out, checks: [("CHECK", "a", 1), ("CHECK-NEXT", "d", 2)]).isEmpty)
+        XCTAssertFalse(fileCheck(out, checks: [("CHECK", "d", 1), ("CHECK", "a", 2)]).isEmpty)
+        XCTAssertFalse(fileCheck(out, checks: [("CHECK", "a", 1), ("CHECK-NOT", "b", 2), ("CHECK", "d", 3)]).isEmpty)
+        XCTAssertTrue(fileCheck(out, checks: [("CHECK", "a", 1), ("CHECK-NOT", "x", 2), ("CHECK", "d", 3)]).isEmpty)
+    }
+}

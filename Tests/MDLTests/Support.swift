@@ -1,0 +1,36 @@
+import Foundation
+import XCTest
+@testable import MDL
+
+/// Paths of the source tree the tests run from.
+enum Repo {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let models = root.appendingPathComponent("Models")
+    static let inputs = root.appendingPathComponent("Tests/MDLTests/Inputs")
+
+    /// Every model of the zoo (Models/*.mdl, not the standard library).
+    static var modelFiles: [URL] {
+        let files = (try? FileManager.default.contentsOfDirectory(at: models, includingPropertiesForKeys: nil)) ?? []
+        return files.filter { $0.pathExtension == "mdl" }.sorted { $0.path < $1.path }
+    }
+    static func files(in folder: String, ext: String = "mdl") -> [URL] {
+        let dir = inputs.appendingPathComponent(folder)
+        let files = (try? FileManager.default.contentsOfDirectory(at: dir, includingPropertiesForKeys: nil)) ?? []
+        return files.filter { $0.pathExtension == ext }.sorted { $0.path < $1.path }
+    }
+}
+
+/// Compiles source text as if it were a file in Models/ (so `import std.nn` resolves).
+func compile(_ source: String, name: String = "test.mdl", stopAfter: String = "sema") -> Compilation {
+    Driver.compile(path: Repo.models.appendingPathComponent(name).path, stopAfter: stopAfter, source: source)
+}
+
+/// The messages of a compilation's errors.
+func errors(_ c: Compilation) -> [String] { c.diagnostics.diagnostics.filter { $0.severity == .error }.map(\.message) }
+
+/// Compiles and fails the test with the rendered diagnostics if there were errors.
+func compileOK(_ source: String, file: StaticString = #filePath, line: UInt = #line) -> Module? {
+    let c = compile(source)
+    if !c.succeeded { XCTFail("unexpected errors:\n" + c.diagnostics.render(), file: file, line: line) }
+    return c.module
+}
