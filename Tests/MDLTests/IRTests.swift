@@ -37,10 +37,10 @@ final class IRTests: XCTestCase {
           %2 = constant {dtype = i32, shape = [], value = 0} : i32[]
           %3 = constant {dtype = i32, shape = [], value = 4} : i32[]
           %4:2 = loop %2, %3, %1, %key {
-          ^(%5: i32[], %6: f32[2,B*T], %7: i32[]):
-            %8 = rng.fold %7, %5 : i32[]
-            %9 = tanh %6 : f32[2,B*T]
-            yield %9, %8
+          ^(%6: i32[], %7: f32[2,B*T], %8: i32[]):
+            %9 = rng.fold %8, %6 : i32[]
+            %10 = tanh %7 : f32[2,B*T]
+            yield %10, %9
           } : f32[2,B*T], i32[]
           return %4
         }

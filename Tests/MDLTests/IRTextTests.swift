@@ -30,5 +30,7 @@ final class IRTextTests: XCTestCase {
         XCTAssertFalse(fileCheck(out, checks: [("CHECK", "d", 1), ("CHECK", "a", 2)]).isEmpty)
         XCTAssertFalse(fileCheck(out, checks: [("CHECK", "a", 1), ("CHECK-NOT", "b", 2), ("CHECK", "d", 3)]).isEmpty)
         XCTAssertTrue(fileCheck(out, checks: [("CHECK", "a", 1), ("CHECK-NOT", "x", 2), ("CHECK", "d", 3)]).isEmpty)
+        XCTAssertTrue(fileCheck("%12 = add %3", checks: [("CHECK", "%{{[0-9]+}} = add %{{.*}}", 1)]).isEmpty)
+        XCTAssertFalse(fileCheck("%x = add", checks: [("CHECK", "%{{[0-9]+}} = add", 1)]).isEmpty)
     }
 }

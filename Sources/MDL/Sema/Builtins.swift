@@ -17,7 +17,7 @@ struct Arguments {
             let key: String
             if let l = a.label {
                 guard names.contains(l) else {
-                    elaborator.error("'\(name)' has no parameter '\(l)'\(suggestion(for: l, among: names)); it takes (\(names.joined(separator: ", ")))", a.range)
+                    elaborator.error("'\(name)' has no parameter '\(l)' (it takes \(names.joined(separator: ", ")))\(suggestion(for: l, among: names))", a.range)
                     return nil
                 }
                 key = l

@@ -109,7 +109,7 @@ extension Elaborator {
                 perm.swapAt(t.rank - 1, t.rank - 2)
                 return emit(.transpose, [v], ["perm": .ints(perm)], at: range)
             default:
-                error("a tensor has no member '\(name)'\(suggestion(for: name, among: ["shape", "rank", "T"])); tensors have shape, rank and T", range)
+                error("a tensor has no member '\(name)' (tensors have shape, rank and T)\(suggestion(for: name, among: ["shape", "rank", "T"]))", range)
             }
         case .dataset(let d):
             error("use a split of the dataset '\(d.name)' (\(d.splits.keys.sorted().joined(separator: ", "))) in 'eval on', not '.\(name)' here", range)

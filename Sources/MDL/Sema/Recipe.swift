@@ -233,7 +233,7 @@ extension Elaborator {
         case .int, .float, .bool: return toTensor(v, dtype: nil, at: range).map { [("", $0)] } ?? []
         case .tuple(let xs):
             var out: [(String, Value)] = []
-            for (i, x) in xs.enumerated() { out += flattenResults(x, at: range).map { ($0.0.isEmpty ? "\(i)" : "\(i).\($0.0)", $0.1) } }
+            for x in xs { out += flattenResults(x, at: range) }
             return out
         case .record(let fields):
             var out: [(String, Value)] = []
