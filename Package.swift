@@ -22,7 +22,8 @@ let package = Package(
             dependencies: ["CLLVM", "COpenBLAS"],
             path: "Sources/MDL",
             cSettings: [.unsafeFlags([llvmInclude])],
-            swiftSettings: [.unsafeFlags(["-Xcc", llvmInclude])],
+            // Optimized even in debug builds: the reference interpreter runs whole models in the tests.
+            swiftSettings: [.unsafeFlags(["-Xcc", llvmInclude, "-O"])],
             linkerSettings: [.unsafeFlags(["-L/usr/lib/llvm-19/lib"])]
         ),
         .executableTarget(

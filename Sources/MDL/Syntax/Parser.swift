@@ -134,7 +134,10 @@ struct Parser {
                 path.append(expectIdentifier("a module name"))
             }
             return .importDecl(path: path, range: range(from: start))
-        case .keyword("layer"), .identifier("model") where isKeyword("layer") || peekIsIdentifier():
+        case .keyword("layer"):
+            advance()
+            return .layer(parseLayer(start: start))
+        case .identifier("model") where peekIsIdentifier():
             advance()
             return .layer(parseLayer(start: start))
         case .keyword("fn"), .keyword("proc"):
