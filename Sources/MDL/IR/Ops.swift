@@ -8,7 +8,7 @@ public enum OpKind: String, CaseIterable, Sendable {
     case add, sub, mul, div, pow, max, min, mod, eq, ne, lt, le, gt, ge, and, or
     case select, cast, constant, iota, sym
     // reductions
-    case sum, mean, reduce_max, reduce_min, logsumexp, argmax
+    case sum, mean, reduce_max, reduce_min, logsumexp, argmax, cumsum
     // shape
     case reshape, transpose, broadcast, slice, concat, pad
     // indexing
@@ -38,7 +38,7 @@ public enum OpKind: String, CaseIterable, Sendable {
         case .random_bernoulli, .random_categorical, .rng_fold: return .fixed(2)
         case _ where OpKind.unary.contains(self): return .fixed(1)
         case _ where OpKind.binary.contains(self): return .fixed(2)
-        case .sum, .mean, .reduce_max, .reduce_min, .logsumexp, .argmax, .reshape, .transpose, .broadcast, .slice, .pad,
+        case .sum, .mean, .reduce_max, .reduce_min, .logsumexp, .argmax, .cumsum, .reshape, .transpose, .broadcast, .slice, .pad,
              .one_hot, .maxpool2d, .avgpool2d, .cast, .stop_gradient:
             return .fixed(1)
         default: return .fixed(2) // take, scatter_add, matmul, conv2d, conv2d_transpose
@@ -95,6 +95,7 @@ public enum OpKind: String, CaseIterable, Sendable {
         case .reduce_min: return "minimum over {axes} (keepdims)"
         case .logsumexp: return "log(sum(exp(x))) over {axes}, stably (keepdims)"
         case .argmax: return "index of the first maximum along {axis} (keepdims); i32"
+        case .cumsum: return "inclusive running sum along {axis}"
         case .reshape: return "same elements in row-major order, new {shape}"
         case .transpose: return "permute axes: result axis i is operand axis {perm}[i]"
         case .broadcast: return "NumPy-broadcast to {shape}"
@@ -134,7 +135,7 @@ public enum OpKind: String, CaseIterable, Sendable {
         case .iota: return ["shape", "axis"]
         case .sym: return ["dim"]
         case .sum, .mean, .reduce_max, .reduce_min, .logsumexp: return ["axes"]
-        case .argmax: return ["axis"]
+        case .argmax, .cumsum: return ["axis"]
         case .reshape, .broadcast: return ["shape"]
         case .transpose: return ["perm"]
         case .slice: return ["starts", "ends", "strides"]
@@ -256,6 +257,10 @@ extension OpKind {
                 if normalized.contains(i) { if keep { shape.append(1) } } else { shape.append(d) }
             }
             return [TensorType(self == .argmax ? .i32 : t[0].dtype, shape)]
+        case .cumsum:
+            guard t[0].dtype != .bool else { throw fail("cumsum needs a numeric tensor, got \(t[0])") }
+            _ = try axis(try int("axis"), rank: t[0].rank)
+            return [t[0]]
         case .reshape:
             let shape = try dims("shape")
             let a = t[0].shape.reduce(Dim(1), *), b = shape.reduce(Dim(1), *)

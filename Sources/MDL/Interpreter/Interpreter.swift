@@ -166,6 +166,14 @@ public final class Interpreter {
             return .scalar(Double(v), .i32)
         case .sum, .mean, .reduce_max, .reduce_min, .logsumexp, .argmax:
             return reduce(op.op, x[0], axes: op.op == .argmax ? [a["axis"]!.intValue!] : a["axes"]!.ints!, dtype: dtype, shape: shape)
+        case .cumsum:
+            let axis = Interpreter.normalize(a["axis"]!.intValue!, shape.count)
+            let inner = shape[(axis + 1)...].reduce(1, *), n = shape[axis], outer = shape[..<axis].reduce(1, *)
+            var out = x[0].data
+            for o in 0..<outer { for q in 0..<inner { for i in 1..<max(n, 1) {
+                out[(o * n + i) * inner + q] += out[(o * n + i - 1) * inner + q]
+            } } }
+            return Tensor(dtype, shape, out)
         case .reshape, .stop_gradient:
             return Tensor(x[0].dtype, shape, x[0].data)
         case .broadcast:

@@ -94,6 +94,12 @@ extension Elaborator {
         let rank = builder!.function.type(of: x).rank
         var axes: [Int]
         if let ax = a["axis"] {
+            switch ax {
+            case .float, .tensor:
+                error("the second argument of a reduction is its axis; use maximum(a, b) or minimum(a, b) for elementwise extremes", args.range)
+                return .error
+            default: break
+            }
             guard let list = intList(ax, args) else { return .error }
             axes = list
         } else {

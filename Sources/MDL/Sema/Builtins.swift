@@ -152,6 +152,23 @@ enum Builtins {
             t[name] = Builtin(params: ["x", "axis?", "keepdims?"]) { e, a, args in e.reduce(op, a, args) }
         }
         t["argmax"] = Builtin(params: ["x", "axis?", "keepdims?"]) { e, a, args in e.reduce(.argmax, a, args) }
+        t["argmin"] = Builtin(params: ["x", "axis?", "keepdims?"]) { e, a, args in
+            var negated = a
+            negated["x"] = e.unary("-", a["x"]!, args.range)
+            return e.reduce(.argmax, negated, args)
+        }
+        t["cumsum"] = Builtin(params: ["x", "axis?"]) { e, a, args in
+            guard let x = e.tensorArg(a["x"]!, args) else { return .error }
+            return e.emit(.cumsum, [x], ["axis": .int(e.intOr(a["axis"], -1))], at: args.range)
+        }
+        t["clip"] = Builtin(params: ["x", "low", "high"]) { e, a, args in
+            let lowered = e.tensorOp(.max, [a["x"]!, a["low"]!], args)
+            return e.tensorOp(.min, [lowered, a["high"]!], args)
+        }
+        t["log1p"] = Builtin(params: ["x"]) { e, a, args in
+            if let x = e.number(a["x"]!) { return .float(Foundation.log1p(x)) }
+            return e.tensorOp(.log, [e.binary("+", a["x"]!, .float(1), args.range)], args)
+        }
         t["reshape"] = Builtin(params: ["x", "shape"]) { e, a, args in e.reshape(a, args) }
         t["transpose"] = Builtin(params: ["x", "perm"]) { e, a, args in
             guard let x = e.tensorArg(a["x"]!, args), let perm = e.intList(a["perm"]!, args) else { return .error }

@@ -4,7 +4,14 @@
 final class Elaborator {
     let diags: DiagnosticEngine
     let module: Module
+    /// The main file's top-level scope (it sees its own declarations and its imports').
     var globalsScope = Scope(parent: nil)
+    /// Each file sees its own declarations and those of the files loaded before it (its imports),
+    /// never those of the files that import it.
+    var fileScopes: [ObjectIdentifier: Scope] = [:]
+    /// Functions that were called at least once; the others are checked separately.
+    var calledFunctions = Set<ObjectIdentifier>()
+    var instances: [LayerInstance] = []
     var builder: FunctionBuilder?
     var streamCounter = 0
     var callDepth = 0
@@ -33,6 +40,9 @@ final class Elaborator {
     /// Elaborates the files in order (imports first); `main` is the file whose recipe and procs are compiled.
     func run(files: [SourceModule], main: SourceModule) {
         var defined: [String: SourceRange] = [:]
+        let scopes = files.map { _ in Scope(parent: nil) }
+        for (f, sc) in zip(files, scopes) { fileScopes[ObjectIdentifier(f.file)] = sc }
+        globalsScope = fileScopes[ObjectIdentifier(main.file)] ?? globalsScope
         func define(_ name: String, _ v: SVal, _ r: SourceRange) {
             if let prev = defined[name], let f = prev.file {
                 let (l, c) = f.lineColumn(prev.start)
@@ -44,7 +54,8 @@ final class Elaborator {
                 return
             }
             defined[name] = r
-            globalsScope.values[name] = v
+            let index = files.firstIndex { $0.file === r.file } ?? 0
+            for sc in scopes[index...] { sc.values[name] = v }
         }
         for file in files {
             for decl in file.decls {
@@ -60,7 +71,7 @@ final class Elaborator {
                 guard case .constant(let name, let value, let range) = decl else { continue }
                 if defined[name] != nil || Builtins.names.contains(name) { define(name, .error, range); continue }
                 pendingPath = name
-                let v = evalCompileTime(value, scope: globalsScope)
+                let v = evalCompileTime(value, scope: scope(of: range))
                 pendingPath = nil
                 define(name, v, range)
             }
@@ -77,6 +88,54 @@ final class Elaborator {
                 if case .train(_, let r) = decl { error("an imported file cannot have a 'train' block", r) }
             }
         }
+        checkUncalledFunctions(main: main)
+    }
+
+    /// The top-level scope of the file that contains `range`.
+    func scope(of range: SourceRange) -> Scope {
+        range.file.flatMap { fileScopes[ObjectIdentifier($0)] } ?? globalsScope
+    }
+
+    /// Type-checks the main file's functions and the methods of its layers that nothing called, with
+    /// symbolic sizes for their declared shapes, so `check` reports their errors too. Functions with
+    /// untyped parameters are generic and are checked where they are used.
+    private func checkUncalledFunctions(main: SourceModule) {
+        var candidates: [(FnDecl, LayerInstance?)] = []
+        for decl in main.decls { if case .function(let f) = decl, !f.isProc { candidates.append((f, nil)) } }
+        var seenMethods = Set<ObjectIdentifier>()
+        for inst in instances where inst.decl.range.file === main.file {
+            for f in inst.decl.methodDecls where seenMethods.insert(ObjectIdentifier(f)).inserted { candidates.append((f, inst)) }
+        }
+        for (f, inst) in candidates where !calledFunctions.contains(ObjectIdentifier(f)) {
+            guard f.params.allSatisfy({ $0.type != nil || $0.defaultValue != nil }) else { continue }
+            let scratch = Function(name: "check.\(f.name)", kind: .proc)
+            builder = FunctionBuilder(function: scratch, training: true)
+            let scope = Scope(parent: inst.flatMap { instanceScopes[ObjectIdentifier($0)] } ?? self.scope(of: f.range))
+            var args: [Argument] = [], values: [SVal] = []
+            var ok = true
+            for p in f.params {
+                guard let t = p.type, let dt = DType(rawValue: t.name) else {
+                    if p.type != nil && p.defaultValue == nil { ok = false }
+                    continue
+                }
+                var dims: [Dim] = []
+                for d in t.dims ?? [] {
+                    switch d {
+                    case .expr(let e):
+                        if case .name(let n) = e.kind, scope.lookup(n) == nil { dims.append(Dim(symbol: n)); continue }
+                        guard let v = dimValue(evalCompileTime(e, scope: scope), at: e.range) else { ok = false; break }
+                        dims.append(v)
+                    case .any: dims.append(Dim(symbol: "_\(dims.count)"))
+                    case .rest: break
+                    }
+                }
+                let v = scratch.newValue(TensorType(dt, dims))
+                args.append(Argument(label: p.name, value: Expr(.error, p.range), range: p.range))
+                values.append(.tensor(v))
+            }
+            if ok { _ = callFunction(f, inst, args: args, values: values, at: f.range) }
+            builder = nil
+        }
     }
 
     /// Evaluates an expression that must not create tensors (configuration, layer members).
@@ -89,7 +148,7 @@ final class Elaborator {
 
     // MARK: layers
 
-    func instantiate(_ decl: LayerDecl, args: [Argument], argValues: [SVal], at range: SourceRange, callerScope: Scope) -> SVal {
+    func instantiate(_ decl: LayerDecl, args: [Argument], argValues: [SVal], at range: SourceRange) -> SVal {
         guard let path = pendingPath else {
             error("layers must be created as members of a layer or as top-level bindings ('let model = \(decl.name)(...)')", range)
             return .error
@@ -106,7 +165,8 @@ final class Elaborator {
             return .error
         }
         let inst = LayerInstance(decl: decl, path: path)
-        let scope = Scope(parent: globalsScope)
+        instances.append(inst)
+        let scope = Scope(parent: scope(of: decl.range))
         guard bindArguments(decl.params, args: args, values: argValues, into: scope, calleeName: decl.name, at: range) else { return .error }
         instantiateMembers(decl.members, inst, scope)
         return .layer(inst)
@@ -393,7 +453,8 @@ final class Elaborator {
             error("call of '\(f.name)' nests more than 64 levels (unbounded recursion?)", range)
             return .error
         }
-        let parent = inst.flatMap { instanceScopes[ObjectIdentifier($0)] } ?? globalsScope
+        calledFunctions.insert(ObjectIdentifier(f))
+        let parent = inst.flatMap { instanceScopes[ObjectIdentifier($0)] } ?? scope(of: f.range)
         let scope = Scope(parent: parent)
         if let inst { scope.values["self"] = .layer(inst) }
         guard bindArguments(f.params, args: args, values: values, into: scope, calleeName: f.name, at: range) else { return .error }

@@ -127,7 +127,7 @@ extension Elaborator {
         }
         switch f {
         case .layerType(let decl):
-            return instantiate(decl, args: args, argValues: values, at: range, callerScope: globalsScope)
+            return instantiate(decl, args: args, argValues: values, at: range)
         case .function(let fn, let inst):
             if fn.isProc && builder != nil && builder!.function.kind == .step {
                 error("a training step cannot call the procedure '\(fn.name)'; use 'fn' for code a step runs", range)
@@ -324,6 +324,8 @@ extension Elaborator {
             case "!=": return .bool(a != b)
             default: break
             }
+        case (.list(let a), .list(let b)) where op == "+":
+            return .list(a + b)
         case (.string(let a), .string(let b)):
             switch op {
             case "==": return .bool(a == b)

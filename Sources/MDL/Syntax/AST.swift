@@ -112,6 +112,20 @@ final class LayerDecl {
     init(name: String, params: [ParamDecl], members: [Member], range: SourceRange) {
         self.name = name; self.params = params; self.members = members; self.range = range
     }
+
+    /// Every method, including those under member conditionals.
+    var methodDecls: [FnDecl] {
+        func collect(_ ms: [Member]) -> [FnDecl] {
+            ms.flatMap { m -> [FnDecl] in
+                switch m {
+                case .function(let f): return [f]
+                case .conditional(_, let t, let o, _): return collect(t) + collect(o)
+                default: return []
+                }
+            }
+        }
+        return collect(members)
+    }
 }
 
 /// An item of the `train { }` recipe.

@@ -86,7 +86,16 @@ public final class DiagnosticEngine: @unchecked Sendable {
     public func note(_ message: String, at range: SourceRange) {
         diagnostics.append(Diagnostic(severity: .note, message: message, range: range))
     }
-    public func render() -> String { diagnostics.map { $0.render() }.joined(separator: "\n") }
+    /// All diagnostics in source order (file, then position), each with its source line.
+    public func render() -> String {
+        let ordered = diagnostics.enumerated().sorted { a, b in
+            let (fa, fb) = (a.element.range.file?.path ?? "", b.element.range.file?.path ?? "")
+            if fa != fb { return fa < fb }
+            if a.element.range.start != b.element.range.start { return a.element.range.start < b.element.range.start }
+            return a.offset < b.offset
+        }
+        return ordered.map { $0.element.render() }.joined(separator: "\n")
+    }
 }
 
 /// Edit distance, for "did you mean" suggestions.
