@@ -70,6 +70,18 @@ final class InterpreterTests: XCTestCase {
         assertClose(out[4].data, [30, 36, 42, 66, 81, 96, 102, 126, 150])
     }
 
+    func testVectorMatmulCumsumClip() throws {
+        let out = try run("proc p(x: f32[2, 3], v: f32[3]) { (x @ v, v @ v, cumsum(x, axis = 1), clip(x, 2.0, 4.0), argmin(x, axis = 0), full([2], 7, dtype = i32)) }",
+                          [x23, Tensor(.f32, [3], [1, 0, -1])])
+        assertClose(out[0].data, [-2, -2])
+        assertClose(out[1].data, [2])
+        XCTAssertEqual(out[1].shape, [])
+        assertClose(out[2].data, [1, 3, 6, 4, 9, 15])
+        assertClose(out[3].data, [2, 2, 3, 4, 4, 4])
+        assertClose(out[4].data, [0, 0, 0])
+        XCTAssertEqual(out[5], Tensor(.i32, [2], [7, 7]))
+    }
+
     func testConvTransposeIsTheAdjointOfConv() throws {
         // <conv(x, w), y> == <x, conv_transpose(y, w)> for every x, y.
         var rng = RobustnessTests.SplitMix(state: 3)

@@ -238,7 +238,7 @@ enum Builtins {
             guard let i = e.tensorArg(a["idx"]!, args), case .int(let d) = a["depth"]!, d >= 1 else { e.error("one_hot(idx, depth) needs an i32 tensor and a positive integer depth", args.range); return .error }
             return e.emit(.one_hot, [i], ["depth": .int(d)], at: args.range)
         }
-        t["matmul"] = Builtin(params: ["a", "b"]) { e, a, args in e.tensorOp(.matmul, [a["a"]!, a["b"]!], args) }
+        t["matmul"] = Builtin(params: ["a", "b"]) { e, a, args in e.matmul(a["a"]!, a["b"]!, args.range) }
         t["conv2d"] = Builtin(params: ["x", "w", "stride?", "padding?", "dilation?"]) { e, a, args in
             guard let x = e.tensorArg(a["x"]!, args), let w = e.tensorArg(a["w"]!, args) else { return .error }
             return e.emit(.conv2d, [x, w], ["stride": .ints(e.pair(a["stride"], 1, "stride", at: args.range)), "padding": .ints(e.pair(a["padding"], 0, "padding", at: args.range)), "dilation": .ints(e.pair(a["dilation"], 1, "dilation", at: args.range))], at: args.range)
@@ -269,7 +269,7 @@ enum Builtins {
         }
         t["zeros"] = Builtin(params: ["shape", "dtype?"]) { e, a, args in e.fill(0, a, args) }
         t["ones"] = Builtin(params: ["shape", "dtype?"]) { e, a, args in e.fill(1, a, args) }
-        t["full"] = Builtin(params: ["shape", "value?"]) { e, a, args in
+        t["full"] = Builtin(params: ["shape", "value?", "dtype?"]) { e, a, args in
             if e.builder == nil, a["value"] == nil, let v = e.number(a["shape"]!) { return .config("full", ["value": .float(v)]) }
             guard let v = a["value"].flatMap(e.number) else { e.error("full(shape, value) needs a number value", args.range); return .error }
             return e.fill(v, a, args)

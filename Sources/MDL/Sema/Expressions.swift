@@ -257,6 +257,7 @@ extension Elaborator {
             return .error
         }
         guard let kind = Elaborator.binaryOps[op] else { return .error }
+        if kind == .matmul { return matmul(l, r, range) }
         // A number next to a tensor takes the tensor's element type.
         let hint = dtypeOf(l) ?? dtypeOf(r)
         guard let lt = toTensor(l, dtype: hint, at: range) else {
@@ -268,6 +269,25 @@ extension Elaborator {
             return .error
         }
         return emit(kind, [lt, rt], [:], at: range)
+    }
+
+    /// `@` with NumPy's rules for vectors: a 1-D left operand is a row, a 1-D right operand a
+    /// column, and the added axis is removed from the result.
+    func matmul(_ l: SVal, _ r: SVal, _ range: SourceRange) -> SVal {
+        guard case .tensor(var a) = l, case .tensor(var b) = r, let fb = builder else {
+            error("'@' multiplies tensors, found \(l.kindName) and \(r.kindName)", range)
+            return .error
+        }
+        let f = fb.function
+        let vectorLeft = f.type(of: a).rank == 1, vectorRight = f.type(of: b).rank == 1
+        if vectorLeft, case .tensor(let x) = emit(.reshape, [a], ["shape": .dims([1] + f.type(of: a).shape)], at: range) { a = x }
+        if vectorRight, case .tensor(let x) = emit(.reshape, [b], ["shape": .dims(f.type(of: b).shape + [1])], at: range) { b = x }
+        guard case .tensor(let p) = emit(.matmul, [a, b], [:], at: range) else { return .error }
+        guard vectorLeft || vectorRight else { return .tensor(p) }
+        var shape = f.type(of: p).shape
+        if vectorRight { shape.removeLast() }
+        if vectorLeft { shape.remove(at: shape.count - (vectorRight ? 1 : 2)) }
+        return emit(.reshape, [p], ["shape": .dims(shape)], at: range)
     }
 
     private func isSize(_ v: SVal) -> Bool { if case .dim = v { return true }; return false }
