@@ -127,12 +127,16 @@ public struct Entry {
 /// A whole program: globals, optimizers, data sources, the training recipe and functions.
 public final class Module {
     var name: String
-    var globals: [Global] = []
+    var globals: [Global] = [] { didSet { globalIndex = nil } }
+    private var globalIndex: [String: Int]?
     var entries: [Entry] = []
     var recipe: [String: Attr] = [:]
     var functions: [Function] = []
     init(name: String) { self.name = name }
 
-    func global(_ name: String) -> Global? { globals.first { $0.name == name } }
+    func global(_ name: String) -> Global? {
+        if globalIndex == nil { globalIndex = Dictionary(globals.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a }) }
+        return globalIndex![name].map { globals[$0] }
+    }
     func function(_ name: String) -> Function? { functions.first { $0.name == name } }
 }

@@ -166,6 +166,16 @@ private let verbs: [OpKind: String] = [.add: "add", .sub: "subtract", .mul: "mul
 extension OpKind {
     /// Result types of this op, or a message saying why the operands do not fit.
     func inferTypes(_ operands: [TensorType], _ attrs: [String: Attr]) throws -> [TensorType] {
+        let types = try ruleTypes(operands, attrs)
+        for t in types {
+            for d in t.shape {
+                if let c = d.constant, c < 0 { throw fail("'\(name)' would produce the negative size \(c) in \(t)") }
+            }
+        }
+        return types
+    }
+
+    private func ruleTypes(_ operands: [TensorType], _ attrs: [String: Attr]) throws -> [TensorType] {
         switch arity {
         case .fixed(let n) where operands.count != n:
             throw fail("'\(name)' takes \(n) operand\(n == 1 ? "" : "s"), got \(operands.count)")

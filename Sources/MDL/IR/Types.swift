@@ -5,59 +5,74 @@ public enum DType: String, CaseIterable, Sendable {
 }
 
 /// A tensor dimension: an integer polynomial over symbolic sizes such as `B` or `T`,
-/// kept in canonical form so that equal sizes compare equal (`B*T == T*B`).
+/// kept in canonical form so that equal sizes compare equal (`B*T == T*B`). Constants, the
+/// common case, carry no dictionary, so comparing and combining them does no hashing.
 public struct Dim: Hashable, Sendable, CustomStringConvertible {
-    /// Monomial (sorted symbol names, with repetition) -> coefficient; no zero coefficients.
-    private(set) var terms: [[String]: Int]
+    /// The constant term.
+    private var offset: Int
+    /// Non-constant monomials (sorted symbol names, with repetition) -> coefficient; no zeros.
+    private var monomials: [[String]: Int]
 
-    init(_ value: Int) { terms = value == 0 ? [:] : [[]: value] }
-    init(symbol: String) { terms = [[symbol]: 1] }
-    private init(terms: [[String]: Int]) { self.terms = terms.filter { $0.value != 0 } }
+    init(_ value: Int) { offset = value; monomials = [:] }
+    init(symbol: String) { offset = 0; monomials = [[symbol]: 1] }
+    private init(offset: Int, monomials: [[String]: Int]) {
+        self.offset = offset
+        self.monomials = monomials.filter { $0.value != 0 }
+    }
 
     /// The value when the dim has no symbols.
-    var constant: Int? {
-        if terms.isEmpty { return 0 }
-        if terms.count == 1, let c = terms[[]] { return c }
-        return nil
+    var constant: Int? { monomials.isEmpty ? offset : nil }
+    var symbols: Set<String> { Set(monomials.keys.flatMap { $0 }) }
+    /// The symbol when the dim is exactly one symbol (`B`), which a run-time shape can bind.
+    var singleSymbol: String? {
+        guard offset == 0, monomials.count == 1, let (m, c) = monomials.first, m.count == 1, c == 1 else { return nil }
+        return m[0]
     }
-    var symbols: Set<String> { Set(terms.keys.flatMap { $0 }) }
 
+    // Wrapping arithmetic: absurd sizes are rejected by the op rules, never trap here.
     static func + (a: Dim, b: Dim) -> Dim {
-        var t = a.terms
-        for (m, c) in b.terms { t[m, default: 0] &+= c }
-        return Dim(terms: t)
+        if b.monomials.isEmpty { return Dim(offset: a.offset &+ b.offset, monomials: a.monomials) }
+        var t = a.monomials
+        for (m, c) in b.monomials { t[m, default: 0] &+= c }
+        return Dim(offset: a.offset &+ b.offset, monomials: t)
     }
     static func - (a: Dim, b: Dim) -> Dim { a + b * Dim(-1) }
     static func * (a: Dim, b: Dim) -> Dim {
+        if a.monomials.isEmpty && b.monomials.isEmpty { return Dim(a.offset &* b.offset) }
         var t: [[String]: Int] = [:]
-        // Wrapping arithmetic: absurd sizes are rejected by the op rules, never trap here.
-        for (ma, ca) in a.terms { for (mb, cb) in b.terms { t[(ma + mb).sorted(), default: 0] &+= ca &* cb } }
-        return Dim(terms: t)
+        for (ma, ca) in a.monomials {
+            if b.offset != 0 { t[ma, default: 0] &+= ca &* b.offset }
+            for (mb, cb) in b.monomials { t[(ma + mb).sorted(), default: 0] &+= ca &* cb }
+        }
+        if a.offset != 0 { for (mb, cb) in b.monomials { t[mb, default: 0] &+= a.offset &* cb } }
+        return Dim(offset: a.offset &* b.offset, monomials: t)
     }
     /// Exact division, or nil when the quotient is not a polynomial with integer coefficients.
     func divided(by d: Dim) -> Dim? {
         if let c = d.constant {
-            guard c != 0, c != -1 || !terms.values.contains(Int.min), terms.values.allSatisfy({ $0 % c == 0 }) else { return nil }
-            return Dim(terms: terms.mapValues { $0 / c })
+            guard c != 0, c != -1 || (offset != Int.min && !monomials.values.contains(Int.min)),
+                  offset % c == 0, monomials.values.allSatisfy({ $0 % c == 0 }) else { return nil }
+            return Dim(offset: offset / c, monomials: monomials.mapValues { $0 / c })
         }
         // Division by a single monomial such as `B` or `2*T`.
-        guard d.terms.count == 1, let (dm, dc) = d.terms.first else { return nil }
+        guard d.offset == 0, d.monomials.count == 1, let (dm, dc) = d.monomials.first, offset == 0, dc != -1 else { return nil }
         var t: [[String]: Int] = [:]
-        for (m, c) in terms {
-            guard dc != -1, c % dc == 0 else { return nil }
+        var constant = 0
+        for (m, c) in monomials {
+            guard c % dc == 0 else { return nil }
             var rest = m
             for s in dm {
                 guard let i = rest.firstIndex(of: s) else { return nil }
                 rest.remove(at: i)
             }
-            t[rest, default: 0] += c / dc
+            if rest.isEmpty { constant &+= c / dc } else { t[rest, default: 0] &+= c / dc }
         }
-        return Dim(terms: t)
+        return Dim(offset: constant, monomials: t)
     }
     /// Value under a binding of the symbols.
     func evaluate(_ env: [String: Int]) -> Int? {
-        var total = 0
-        for (m, c) in terms {
+        var total = offset
+        for (m, c) in monomials {
             var v = c
             for s in m { guard let x = env[s] else { return nil }; v = v &* x }
             total = total &+ v
@@ -66,23 +81,19 @@ public struct Dim: Hashable, Sendable, CustomStringConvertible {
     }
 
     public var description: String {
-        if terms.isEmpty { return "0" }
+        if monomials.isEmpty { return String(offset) }
         // Higher-degree terms first, then by name; the constant last.
-        let ordered = terms.sorted { a, b in
+        let ordered = monomials.sorted { a, b in
             if a.key.count != b.key.count { return a.key.count > b.key.count }
             return a.key.joined(separator: "*") < b.key.joined(separator: "*")
         }
         var out = ""
         for (i, (m, c)) in ordered.enumerated() {
-            let mono = m.joined(separator: "*")
-            var piece: String
             let magnitude = c.magnitude
-            if m.isEmpty { piece = String(magnitude) }
-            else if magnitude == 1 { piece = mono }
-            else { piece = "\(magnitude)*\(mono)" }
-            if i == 0 { out = c < 0 ? "-" + piece : piece }
-            else { out += c < 0 ? "-" + piece : "+" + piece }
+            let piece = magnitude == 1 ? m.joined(separator: "*") : "\(magnitude)*" + m.joined(separator: "*")
+            if i == 0 { out = c < 0 ? "-" + piece : piece } else { out += c < 0 ? "-" + piece : "+" + piece }
         }
+        if offset != 0 { out += offset < 0 ? "-\(offset.magnitude)" : "+\(offset)" }
         return out
     }
 }

@@ -54,8 +54,8 @@ public final class Interpreter {
             for (d, n) in zip(type.shape, t.shape) {
                 if let c = d.evaluate(env) {
                     guard c == n else { throw InterpreterError(message: "input %\(f.names[a.id] ?? "?") has size \(n) where \(d) = \(c)") }
-                } else if d.terms.count == 1, let (m, c) = d.terms.first, m.count == 1, c == 1 {
-                    env[m[0]] = n
+                } else if let symbol = d.singleSymbol {
+                    env[symbol] = n
                 } else {
                     throw InterpreterError(message: "cannot bind the size \(d) from input %\(f.names[a.id] ?? "?")")
                 }

@@ -219,7 +219,11 @@ extension Elaborator {
 
     func fill(_ value: Double, _ a: [String: SVal], _ args: Arguments) -> SVal {
         guard builder != nil else {
-            error("use 'zeros', 'ones', 'full(v)', 'normal(std)' or 'uniform(low, high)' to initialize parameters", args.range)
+            if inInitializer {
+                error("use 'zeros', 'ones', 'full(v)', 'normal(std)' or 'uniform(low, high)' to initialize parameters", args.range)
+            } else {
+                error("tensor operations can only appear inside functions; a top-level 'let' holds a compile-time value or a layer", args.range)
+            }
             return .error
         }
         guard let shape = shapeArg(a["shape"]!, args) else { return .error }

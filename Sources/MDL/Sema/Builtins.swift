@@ -276,6 +276,7 @@ enum Builtins {
         }
         t["arange"] = Builtin(params: ["n"]) { e, a, args in
             guard let n = e.dimValue(a["n"]!, at: args.range) else { return .error }
+            if let c = n.constant, c < 0 { e.error("arange needs a non-negative count, got \(c)", args.range); return .error }
             return e.emit(.iota, [], ["shape": .dims([n]), "axis": .int(0)], at: args.range)
         }
         for (name, _) in datasets {

@@ -27,6 +27,10 @@ final class Elaborator {
     var minimizeTarget = 0
     var minimizeSeen = 0
     var stepLoss: Value?
+    /// True while the statements of the step block itself run (not functions it calls).
+    var inStepBody = false
+    /// True while a `param`/`state` initializer is evaluated.
+    var inInitializer = false
 
     init(moduleName: String, diags: DiagnosticEngine) {
         self.diags = diags
@@ -180,7 +184,9 @@ final class Elaborator {
                 if case .param = m { isParam = true } else { isParam = false }
                 guard declareMember(name, inst, range) else { continue }
                 guard let t = staticType(type, scope) else { inst.members[name] = .error; scope.values[name] = .error; continue }
+                inInitializer = true
                 let v = evalCompileTime(initializer, scope: scope)
+                inInitializer = false
                 var initName = "zeros", attrs: [String: Attr] = [:]
                 switch v {
                 case .config(let n, let a): initName = n; attrs = a
@@ -310,6 +316,7 @@ final class Elaborator {
             }
         }
         for p in params {
+            scope.parameterOf[p.name] = calleeName
             if let v = bound[p.name] {
                 scope.values[p.name] = v
             } else if let d = p.defaultValue {
@@ -323,7 +330,7 @@ final class Elaborator {
         guard ok else { return false }
         for p in params {
             guard let t = p.type, let v = scope.values[p.name] else { continue }
-            if let converted = check(v, against: t, scope: scope, what: "argument '\(p.name)' of '\(calleeName)'", at: argumentRange(p.name, params, args) ?? range) {
+            if let converted = check(v, against: t, scope: scope, what: "argument '\(p.name)' of \(quotedCallee(calleeName))", at: argumentRange(p.name, params, args) ?? range) {
                 scope.values[p.name] = converted
             } else {
                 ok = false
@@ -331,6 +338,9 @@ final class Elaborator {
         }
         return ok
     }
+
+    /// `'f'`, or for a method `'model.fc' (Linear.forward)`.
+    func quotedCallee(_ name: String) -> String { name.contains(" (") ? name : "'\(name)'" }
 
     private func argumentRange(_ name: String, _ params: [ParamDecl], _ args: [Argument]) -> SourceRange? {
         if let a = args.first(where: { $0.label == name }) { return a.range }
@@ -379,35 +389,54 @@ final class Elaborator {
             return nil
         }
         guard let value = toTensor(v, dtype: dtype, at: range) else {
-            error("\(what) must be a tensor \(typeText(t)), found \(v.kindName)", range)
+            error("\(what) must be a tensor \(typeText(t, scope)), found \(v.kindName == "a tuple" ? "no value" : v.kindName)", range)
             return nil
         }
         let actual = builder!.function.type(of: value)
         if actual.dtype != dtype {
-            error("\(what) must be \(typeText(t)), found \(actual)", range)
+            error("\(what) must be \(typeText(t, scope)), found \(actual)", range)
             return nil
         }
         guard let dims = t.dims else {
             if actual.rank != 0 { error("\(what) must be a scalar \(dtype.rawValue), found \(actual)", range); return nil }
             return .tensor(value)
         }
+        let boundBefore = Set(scope.values.keys)
         if !matchDims(dims, actual.shape, scope: scope) {
-            error("\(what) must be \(typeText(t)), found \(actual)", range)
+            // Names bound by this failed match are shown as written, not with the mismatching sizes.
+            let fresh = Set(scope.values.keys).subtracting(boundBefore)
+            error("\(what) must be \(typeText(t, scope, unbound: fresh)), found \(actual)", range)
+            for n in fresh { scope.values[n] = nil }
             return nil
         }
         return .tensor(value)
     }
 
-    func typeText(_ t: TypeExpr) -> String {
+    /// A declared type with the sizes known in `scope` filled in (`f32[..., 64]` for `f32[..., in_features]`).
+    /// Size names bound at the call keep their names, with their values after the type: `f32[B, 4] (B = 2)`.
+    func typeText(_ t: TypeExpr, _ scope: Scope, unbound: Set<String> = []) -> String {
         guard let dims = t.dims else { return t.name }
+        var bindings: [String] = []
         let parts = dims.map { d -> String in
             switch d {
-            case .expr(let e): return e.range.snippet
+            case .expr(let e):
+                if case .name(let n) = e.kind, scope.lookup(n) == nil || unbound.contains(n) { return n }
+                if case .name(let n) = e.kind, scope.isSizeBinder(n), let v = scope.lookup(n) {
+                    if case .int(let i) = v, !bindings.contains("\(n) = \(i)") { bindings.append("\(n) = \(i)") }
+                    return n
+                }
+                let saved = diags.diagnostics.count
+                let v = evalCompileTime(e, scope: scope)
+                if diags.diagnostics.count == saved {
+                    if case .int(let i) = v { return String(i) }
+                    if case .dim(let d) = v { return d.description }
+                }
+                return e.range.snippet
             case .rest(let l): return "..." + (l ?? "")
             case .any: return "_"
             }
         }
-        return "\(t.name)[\(parts.joined(separator: ", "))]"
+        return "\(t.name)[\(parts.joined(separator: ", "))]" + (bindings.isEmpty ? "" : " (\(bindings.joined(separator: ", ")))")
     }
 
     /// Matches declared dims against actual dims; unbound names become bound (symbolic generics).
@@ -431,9 +460,14 @@ final class Elaborator {
                 ai += 1
                 if case .name(let n) = e.kind, scope.lookup(n) == nil, Builtins.names.contains(n) == false {
                     scope.values[n] = a.constant.map(SVal.int) ?? .dim(a)
+                    scope.sizeBinders.insert(n)
                     continue
                 }
                 let v = evalCompileTime(e, scope: scope)
+                if case .int(let c) = v, c < 0 {
+                    error("a tensor type cannot have the negative size \(c)", e.range)
+                    return false
+                }
                 switch v {
                 case .int(let c): if a != Dim(c) { return false }
                 case .dim(let dd): if a != dd { return false }
@@ -457,12 +491,27 @@ final class Elaborator {
         let parent = inst.flatMap { instanceScopes[ObjectIdentifier($0)] } ?? scope(of: f.range)
         let scope = Scope(parent: parent)
         if let inst { scope.values["self"] = .layer(inst) }
-        guard bindArguments(f.params, args: args, values: values, into: scope, calleeName: f.name, at: range) else { return .error }
+        let name = inst.map { "'\($0.path)' (\($0.decl.name).\(f.name))" } ?? f.name
+        guard bindArguments(f.params, args: args, values: values, into: scope, calleeName: name, at: range) else { return .error }
+        // Metric definitions and `minimize` belong to the recipe's own blocks, not to the functions they call.
+        let (savedSink, savedStep) = (metricSink, inStepBody)
+        (metricSink, inStepBody) = (nil, false)
         let result = execBlock(f.body, Scope(parent: scope), owner: inst)
+        (metricSink, inStepBody) = (savedSink, savedStep)
         if let rt = f.result, !result.isError {
-            return check(result, against: rt, scope: scope, what: "the result of '\(f.name)'", at: f.body.range) ?? .error
+            return check(result, against: rt, scope: scope, what: "the result of \(quotedCallee(name))", at: resultRange(f.body)) ?? .error
         }
         return result
+    }
+
+    /// Where a body's value comes from: its last statement (or the braces of an empty body).
+    func resultRange(_ body: CodeBlock) -> SourceRange {
+        guard let last = body.statements.last else { return body.range }
+        switch last {
+        case .expr(let e): return e.range
+        case .binding(_, _, _, let r), .assign(_, _, let r), .forLoop(_, _, _, let r), .loop(_, _, _, let r),
+             .conditional(_, _, _, let r), .minimize(_, _, let r): return r
+        }
     }
 
     /// Calls a layer instance: its `forward` method.

@@ -261,11 +261,11 @@ extension Elaborator {
         // A number next to a tensor takes the tensor's element type.
         let hint = dtypeOf(l) ?? dtypeOf(r)
         guard let lt = toTensor(l, dtype: hint, at: range) else {
-            error("cannot combine \(l.kindName) with a \(hint?.rawValue ?? "") tensor using '\(op)'", range)
+            error("cannot combine \(l.kindName) with \(hint.map { "an \($0.rawValue)" } ?? "a") tensor using '\(op)' (numbers take the tensor's element type; convert with f32(...) or i32(...))", range)
             return .error
         }
         guard let rt = toTensor(r, dtype: hint ?? builder?.function.type(of: lt).dtype, at: range) else {
-            error("cannot combine a \(hint?.rawValue ?? "") tensor with \(r.kindName) using '\(op)'", range)
+            error("cannot combine \(hint.map { "an \($0.rawValue)" } ?? "a") tensor with \(r.kindName) using '\(op)' (numbers take the tensor's element type; convert with f32(...) or i32(...))", range)
             return .error
         }
         return emit(kind, [lt, rt], [:], at: range)
@@ -296,14 +296,19 @@ extension Elaborator {
     private func foldBinary(_ op: String, _ l: SVal, _ r: SVal, _ range: SourceRange) -> SVal? {
         switch (l, r) {
         case (.int(let a), .int(let b)):
+            func checked(_ r: (partialValue: Int, overflow: Bool)) -> SVal {
+                if r.overflow { error("integer overflow in '\(op)'", range); return .error }
+                return .int(r.partialValue)
+            }
             switch op {
-            case "+": return .int(a &+ b)
-            case "-": return .int(a &- b)
-            case "*": return .int(a &* b)
+            case "+": return checked(a.addingReportingOverflow(b))
+            case "-": return checked(a.subtractingReportingOverflow(b))
+            case "*": return checked(a.multipliedReportingOverflow(by: b))
             case "/":
                 if b == 0 { error("division by zero", range); return .error }
                 let (q, overflow) = a.dividedReportingOverflow(by: b)
-                return !overflow && a.remainderReportingOverflow(dividingBy: b).partialValue == 0 ? .int(q) : .float(Double(a) / Double(b))
+                if overflow { error("integer overflow in '/'", range); return .error }
+                return a.remainderReportingOverflow(dividingBy: b).partialValue == 0 ? .int(q) : .float(Double(a) / Double(b))
             case "%":
                 if b == 0 { error("division by zero", range); return .error }
                 let r = a.remainderReportingOverflow(dividingBy: b).partialValue
@@ -392,7 +397,9 @@ extension Elaborator {
     func unary(_ op: String, _ v: SVal, _ range: SourceRange) -> SVal {
         switch (op, v) {
         case (_, .error): return .error
-        case ("-", .int(let i)): return .int(0 &- i)
+        case ("-", .int(let i)):
+            if i == Int.min { error("integer overflow in '-'", range); return .error }
+            return .int(-i)
         case ("-", .float(let x)): return .float(-x)
         case ("-", .dim(let d)): return .dim(Dim(0) - d)
         case ("!", .bool(let b)): return .bool(!b)
@@ -490,6 +497,10 @@ extension Elaborator {
                 }
                 var clampedEnd = en
                 if let c = en.constant, let sz = size.constant, c > sz { clampedEnd = Dim(sz) }
+                if let c = s.constant, let sz = size.constant, c > sz || c < 0 {
+                    error("slice start \(c - (lo.map { _ in 0 } ?? 0)) is outside the size \(sz) of axis \(axis)", lo?.range ?? range)
+                    return .error
+                }
                 starts.append(s); ends.append(clampedEnd); strides.append(step)
             case .ellipsis: break
             }

@@ -10,11 +10,13 @@ extension Elaborator {
         let scope = Scope(parent: globalsScope)
         var dataset: Dataset?
         var dataFailed = false
+        var given = Set<String>()
         var stepItems: [(String, CodeBlock, SourceRange)] = []
         for item in items {
             switch item {
             case .setting(let name, let value, let r):
                 if scope.values[name] != nil { error("the recipe setting '\(name)' is given twice", r); continue }
+                given.insert(name)
                 inRecipe = true
                 pendingPath = name
                 let v: SVal
@@ -46,13 +48,13 @@ extension Elaborator {
             case .eval: break
             }
         }
-        if module.recipe["epochs"] != nil && module.recipe["steps"] != nil {
+        if given.contains("epochs") && given.contains("steps") {
             error("give either 'epochs' or 'steps', not both", range)
         }
         if stepItems.isEmpty { error("the train recipe needs a 'step(batch) { minimize optimizer: loss }'", range) }
         if stepItems.count > 1 { error("the train recipe may have one 'step' block; put several 'minimize' statements in it", stepItems[1].2) }
-        if module.recipe["batch"] == nil && dataset != nil { error("the train recipe needs a 'batch' size", range) }
-        if module.recipe["epochs"] == nil && module.recipe["steps"] == nil { error("the train recipe needs 'epochs' or 'steps'", range) }
+        if !given.contains("batch") && dataset != nil { error("the train recipe needs a 'batch' size", range) }
+        if !given.contains("epochs") && !given.contains("steps") { error("the train recipe needs 'epochs' or 'steps'", range) }
         if let (batch, body, r) = stepItems.first {
             guard let d = dataset else {
                 if dataFailed { return }
@@ -68,7 +70,9 @@ extension Elaborator {
                 minimizeTarget = k
                 minimizeSeen = 0
                 stepLoss = nil
+                inStepBody = true
                 _ = execBlock(body, b, owner: nil)
+                inStepBody = false
                 guard let loss = stepLoss else {
                     // This minimize sits in a branch not taken, or its loss had errors (already reported).
                     builder = nil
@@ -148,9 +152,11 @@ extension Elaborator {
             let f = Function(name: "data.\(split)", kind: .data)
             let s = startFunction(f, training: false, batch: nil, fields: [], scope: scope)
             let v = eval(e, s)
+            var isRecord = false
+            if case .record = v { isRecord = true }
             let results = flattenResults(v, at: e.range)
-            guard !results.isEmpty, !containsError(v) else {
-                if !v.isError { error("a data generator must return a record of tensors such as (x = ..., y = ...), found \(v.kindName)", e.range) }
+            guard isRecord, !results.isEmpty, !containsError(v) else {
+                if !containsError(v) { error("a data generator must return a record of tensors such as (x = ..., y = ...), found \(v.kindName == "a tensor" ? "a tensor " + describeValue(v) : v.kindName)", e.range) }
                 builder = nil
                 return .error
             }
@@ -244,7 +250,7 @@ extension Elaborator {
     }
 
     func minimize(_ optExpr: Expr, _ lossExpr: Expr, _ scope: Scope, at range: SourceRange) {
-        guard let b = builder, b.function.kind == .step else {
+        guard let b = builder, b.function.kind == .step, inStepBody else {
             error("'minimize' is only allowed in the train recipe's step", range)
             return
         }
@@ -301,7 +307,7 @@ extension Elaborator {
         guard ok else { builder = nil; return }
         var result = execBlock(fn.body, Scope(parent: scope), owner: nil)
         if let rt = fn.result, !result.isError {
-            result = check(result, against: rt, scope: scope, what: "the result of '\(fn.name)'", at: fn.body.range) ?? .error
+            result = check(result, against: rt, scope: scope, what: "the result of '\(fn.name)'", at: resultRange(fn.body)) ?? .error
         }
         let results = flattenResults(result, at: fn.range)
         finishFunction(f, results: results.enumerated().map { ($0.element.0.isEmpty && results.count == 1 ? "" : $0.element.0, $0.element.1) })

@@ -10,7 +10,8 @@ extension Elaborator {
             last = exec(stmt, scope, owner: owner)
             if !isLast { last = .tuple([]) }
         }
-        return last
+        // After a syntax error inside the block its value is unknown; uses of it stay quiet.
+        return block.isMalformed ? .error : last
     }
 
     /// Calls may update state; any other expression statement before the end of a block does nothing.
@@ -62,11 +63,13 @@ extension Elaborator {
             case .bool(let b):
                 if b { return execBlock(then, Scope(parent: scope), owner: owner) }
                 if let o = otherwise { return execBlock(o, Scope(parent: scope), owner: owner) }
-            case .error: break
+            case .error: return .error
             case .tensor:
                 error("the condition of 'if' must be known at compile time; use where(cond, a, b) to select between tensors", condition.range)
+                return .error
             default:
                 error("the condition of 'if' must be a bool, found \(c.kindName)", condition.range)
+                return .error
             }
             return .tuple([])
         case .minimize(let optimizer, let loss, let range):
@@ -97,7 +100,11 @@ extension Elaborator {
                     return
                 }
                 if !owner.mutable.contains(n) {
-                    error("cannot assign to '\(n)', which is declared with 'let' or is a parameter; declare it with 'var'", target.range)
+                    if let f = owner.parameterOf[n] {
+                        error("cannot assign to '\(n)', a parameter of '\(f)'; copy it into a 'var' first", target.range)
+                    } else {
+                        error("cannot assign to '\(n)', which is declared with 'let'; declare it with 'var' to change it", target.range)
+                    }
                     return
                 }
                 owner.values[n] = v
@@ -236,10 +243,16 @@ extension Elaborator {
         inner.values[variable] = i
         _ = execBlock(body, inner, owner: owner)
         var yields: [Value] = []
+        var poisoned = Set<String>()
         for (o, (n, a)) in zip(owners, zip(carriedNames, args)) {
-            let t = toTensor(o.values[n]!, dtype: b.function.type(of: a).dtype, at: range) ?? a
-            if b.function.type(of: t) != b.function.type(of: a) {
+            let value = o.values[n]!
+            let t = toTensor(value, dtype: b.function.type(of: a).dtype, at: range) ?? a
+            if value.isError {
+                poisoned.insert(n)
+                yields.append(a)
+            } else if b.function.type(of: t) != b.function.type(of: a) {
                 error("the loop variable '\(n)' changes from \(b.function.type(of: a)) to \(b.function.type(of: t)) inside the loop", range)
+                poisoned.insert(n)
                 yields.append(a)
             } else {
                 yields.append(t)
@@ -250,6 +263,6 @@ extension Elaborator {
         let results = args.map { b.function.newValue(b.function.type(of: $0)) }
         b.append(Operation(op: .loop, operands: [lo, hi] + inits, results: results, attrs: [:],
                            regions: [Block(arguments: [index] + args, operations: ops)], location: range))
-        for (k, (o, n)) in zip(owners, carriedNames).enumerated() { o.values[n] = .tensor(results[k]) }
+        for (k, (o, n)) in zip(owners, carriedNames).enumerated() { o.values[n] = poisoned.contains(n) ? .error : .tensor(results[k]) }
     }
 }

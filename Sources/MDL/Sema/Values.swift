@@ -93,10 +93,15 @@ final class Scope {
     let parent: Scope?
     var values: [String: SVal] = [:]
     var mutable: Set<String> = []
+    /// Parameters bound here, with the function they belong to (for messages).
+    var parameterOf: [String: String] = [:]
+    /// Size names bound by matching a tensor type (`B` in `x: f32[B, 784]`).
+    var sizeBinders: Set<String> = []
     init(parent: Scope?) { self.parent = parent }
 
     func lookup(_ name: String) -> SVal? { values[name] ?? parent?.lookup(name) }
     /// The scope that declares `name`.
     func owner(of name: String) -> Scope? { values[name] != nil ? self : parent?.owner(of: name) }
+    func isSizeBinder(_ name: String) -> Bool { owner(of: name)?.sizeBinders.contains(name) ?? false }
     var allNames: [String] { Array(values.keys) + (parent?.allNames ?? []) }
 }

@@ -71,6 +71,8 @@ enum Stmt {
 struct CodeBlock {
     var statements: [Stmt]
     var range: SourceRange
+    /// A syntax error was reported inside: its value is unknown, so no follow-up error uses it.
+    var isMalformed = false
 }
 
 /// A parameter of a layer constructor or a function.

@@ -117,9 +117,10 @@ func editDistance(_ a: String, _ b: String) -> Int {
 /// The closest candidate within a small edit distance, formatted as a suggestion suffix.
 func suggestion(for name: String, among candidates: [String]) -> String {
     var best: (String, Int)?
-    for c in candidates where c != name {
+    for c in candidates where c != name && !c.isEmpty {
         let d = editDistance(name, c)
-        if d <= max(1, min(3, name.count / 3 + 1)), best == nil || d < best!.1 || (d == best!.1 && c < best!.0) { best = (c, d) }
+        // A one-letter name is one edit from every other one-letter name: no suggestion then.
+        if d <= max(1, min(3, name.count / 3 + 1)), d < name.count || name.lowercased() == c.lowercased(), best == nil || d < best!.1 || (d == best!.1 && c < best!.0) { best = (c, d) }
     }
     return best.map { "; did you mean '\($0.0)'?" } ?? ""
 }

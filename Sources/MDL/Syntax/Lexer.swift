@@ -6,6 +6,7 @@ enum TokenKind: Equatable {
     case string(String)
     case keyword(String)
     case symbol(String)
+    case invalid          // a character that is not part of the language (already reported)
     case eof
 }
 
@@ -135,6 +136,7 @@ struct Lexer {
             while e < b.count && (b[e] & 0xC0) == 0x80 { e += 1 }
             let text = String(decoding: b[i..<e], as: UTF8.self)
             diags.error("unexpected character '\(text)'", at: range(i, e))
+            out.append(Token(kind: .invalid, range: range(i, e)))
             i = e
         }
         out.append(Token(kind: .eof, range: range(b.count, b.count)))

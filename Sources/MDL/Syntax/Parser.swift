@@ -9,6 +9,7 @@ struct Parser {
     private var depth = 0            // recursion depth, bounded so hostile input cannot overflow the stack
     private static let maxDepth = 120
     private var lastErrorOffset = -1
+    private var reportedDeepNesting = false
 
     init(file: SourceFile, diags: DiagnosticEngine) {
         self.file = file
@@ -51,14 +52,44 @@ struct Parser {
         case .string: return "string literal"
         case .keyword(let k): return "keyword '\(k)'"
         case .symbol(let s): return "'\(s)'"
+        case .invalid: return "'\(t.range.snippet)'"
         case .eof: return "end of file"
         }
+    }
+
+    /// True at a token that closes an enclosing construct, where recovery must stop.
+    private var atCloser: Bool { isSymbol(")") || isSymbol("]") || isSymbol("}") || atEOF }
+
+    /// After the nesting limit: skips the rest of the nested construct, keeping brackets balanced
+    /// (through the closer of an already opened block when `opened`), so one error is reported.
+    private mutating func skipNested(opened: Bool) {
+        var balance = opened ? 1 : 0
+        while !atEOF {
+            if isSymbol("(") || isSymbol("[") || isSymbol("{") { balance += 1 }
+            else if isSymbol(")") || isSymbol("]") || isSymbol("}") {
+                if balance == 0 { return }
+                balance -= 1
+                if balance == 0 && opened { advance(); return }
+            }
+            advance()
+        }
+    }
+
+    private mutating func tooDeep() -> Bool {
+        guard depth > Parser.maxDepth else { return false }
+        if !reportedDeepNesting {
+            error("nested too deeply (more than \(Parser.maxDepth) levels of expressions and blocks)")
+            reportedDeepNesting = true
+        }
+        return true
     }
 
     private mutating func error(_ message: String, at r: SourceRange? = nil) {
         let r = r ?? tok.range
         // One error per position: recovery must not produce a cascade at the same token.
         if r.start == lastErrorOffset { return }
+        // After the nesting limit, errors deep inside the abandoned construct are consequences of it.
+        if reportedDeepNesting && depth > Parser.maxDepth / 2 { return }
         lastErrorOffset = r.start
         diags.error(message, at: r)
     }
@@ -125,6 +156,7 @@ struct Parser {
 
     private mutating func parseDecl() -> Decl? {
         let start = tok.range.start
+        reportedDeepNesting = false
         switch tok.kind {
         case .keyword("import"):
             advance()
@@ -343,9 +375,10 @@ struct Parser {
             advance()
             nesting += 1
             var ds: [DimExpr] = []
+            var closed = false
             while !isSymbol("]") && !atEOF {
                 let before = pos
-                defer { if pos == before { advance() } }
+                defer { if pos == before && !closed { advance() } }
                 if isSymbol("...") {
                     advance()
                     var label: String?
@@ -359,11 +392,14 @@ struct Parser {
                 }
                 if isSymbol(",") { advance() } else if !isSymbol("]") {
                     error("expected ',' or ']' in tensor shape, found \(describe(tok))")
-                    while !isSymbol("]") && !atEOF && !isSymbol("{") && !isSymbol(")") { advance() }
+                    // A token that cannot be part of a size ends the shape; the rest of the signature parses on.
+                    if atCloser || isSymbol("{") || isSymbol("->") || isSymbol("=") || isSymbol(",") { closed = true; break }
+                    while !isSymbol("]") && !atCloser && !isSymbol("{") && !isSymbol("->") { advance() }
+                    if !isSymbol("]") { closed = true; break }
                 }
             }
             nesting -= 1
-            expect("]", "to close the tensor shape")
+            if !closed { expect("]", "to close the tensor shape") }
             dims = ds
         }
         return TypeExpr(name: name, dims: dims, elements: nil, range: range(from: start))
@@ -382,33 +418,28 @@ struct Parser {
         nesting = 0
         depth += 1
         defer { depth -= 1; nesting = savedNesting }
-        if depth > Parser.maxDepth {
-            error("blocks nested too deeply (more than \(Parser.maxDepth) levels)")
-            skipBalanced()
-            return CodeBlock(statements: [], range: range(from: start))
+        if tooDeep() {
+            skipNested(opened: true)
+            return CodeBlock(statements: [], range: range(from: start), isMalformed: true)
         }
+        let errorsBefore = diags.diagnostics.count
         while !isSymbol("}") && !atEOF {
             let before = pos
             if let s = parseStatement() { stmts.append(s) }
             if pos == before { advance() }
         }
         expect("}", "to close the block")
-        return CodeBlock(statements: stmts, range: range(from: start))
-    }
-
-    /// Skips to the brace that closes the current block.
-    private mutating func skipBalanced() {
-        var balance = 1
-        while !atEOF && balance > 0 {
-            if isSymbol("{") { balance += 1 }
-            if isSymbol("}") { balance -= 1; if balance == 0 { break } }
-            advance()
-        }
-        if isSymbol("}") { advance() }
+        return CodeBlock(statements: stmts, range: range(from: start), isMalformed: diags.diagnostics.count > errorsBefore)
     }
 
     private mutating func parseStatement() -> Stmt? {
+        let errorsBefore = diags.diagnostics.count
         let stmt = parseStatementBody()
+        if diags.diagnostics.count > errorsBefore {
+            // Already reported: resynchronize quietly at the next line.
+            if !atEOF && !isSymbol("}") && !newlineBefore[pos] { synchronize() }
+            return stmt
+        }
         if stmt != nil && !atEOF && !isSymbol("}") && !isSymbol(";") && !newlineBefore[pos] {
             error("expected a new line or ';' after the statement, found \(describe(tok))")
             synchronize()
@@ -467,15 +498,19 @@ struct Parser {
             return nil
         default:
             let e = parseExpr()
-            if case .error = e.kind { synchronize(); return nil }
+            if case .error = e.kind {
+                synchronize()
+                return .expr(e)   // keeps the block's value unknown, so no follow-up error uses it
+            }
             if isSymbol("=") {
                 advance()
                 let value = parseExpr()
                 switch e.kind {
-                case .name, .member: break
-                default: error("cannot assign to this expression; only names and state members can be assigned", at: e.range)
+                case .name, .member: return .assign(target: e, value: value, range: range(from: start))
+                default:
+                    error("cannot assign to this expression; only names and state members can be assigned", at: e.range)
+                    return nil
                 }
-                return .assign(target: e, value: value, range: range(from: start))
             }
             return .expr(e)
         }
@@ -495,10 +530,10 @@ struct Parser {
     mutating func parseExpr(noBrace: Bool = false, noCall: Bool = false) -> Expr {
         depth += 1
         defer { depth -= 1 }
-        if depth > Parser.maxDepth {
-            error("expression nested too deeply (more than \(Parser.maxDepth) levels)")
-            while !atEOF && !isSymbol("}") && !newlineBefore[pos] { advance() }
-            return Expr(.error, tok.range)
+        if tooDeep() {
+            let r = tok.range
+            skipNested(opened: false)
+            return Expr(.error, r)
         }
         return parseBinary(minPrec: 1, noBrace: noBrace, noCall: noCall)
     }
@@ -506,6 +541,13 @@ struct Parser {
     private mutating func parseBinary(minPrec: Int, noBrace: Bool, noCall: Bool) -> Expr {
         var lhs = parseUnary(noBrace: noBrace, noCall: noCall)
         while true {
+            if case .invalid = tok.kind, nesting > 0 || !newlineBefore[pos] {
+                // `a $ b`: the character was reported by the lexer; treat it as an unknown operator.
+                advance()
+                let rhs = parseBinary(minPrec: 7, noBrace: noBrace, noCall: noCall)
+                lhs = Expr(.error, lhs.range.to(rhs.range))
+                continue
+            }
             guard case .symbol(let op) = tok.kind, let prec = Parser.precedence[op], prec >= minPrec else { break }
             if nesting == 0 && newlineBefore[pos] { break }
             advance()
@@ -523,9 +565,10 @@ struct Parser {
             advance()
             depth += 1
             defer { depth -= 1 }
-            if depth > Parser.maxDepth {
-                error("expression nested too deeply (more than \(Parser.maxDepth) levels)")
-                return Expr(.error, tok.range)
+            if tooDeep() {
+                let r = tok.range
+                skipNested(opened: false)
+                return Expr(.error, r)
             }
             let operand = parseUnary(noBrace: noBrace, noCall: noCall)
             return Expr(.unary(op, operand), range(from: start))
@@ -568,8 +611,8 @@ struct Parser {
                     }
                 }
                 nesting -= 1
-                if !expect(")", "to close the argument list") {
-                    while !atEOF && !isSymbol(")") && !isSymbol("}") && !(nesting == 0 && newlineBefore[pos]) { advance() }
+                if !expect(")", "to close the argument list") && !isSymbol("]") && !isSymbol("}") {
+                    while !atCloser && !(nesting == 0 && newlineBefore[pos]) { advance() }
                     if isSymbol(")") { advance() }
                 }
                 e = Expr(.call(e, args), range(from: e.range.start))
@@ -585,8 +628,8 @@ struct Parser {
                     }
                 }
                 nesting -= 1
-                if !expect("]", "to close the subscript") {
-                    while !atEOF && !isSymbol("]") && !isSymbol("}") && !(nesting == 0 && newlineBefore[pos]) { advance() }
+                if !expect("]", "to close the subscript") && !isSymbol(")") && !isSymbol("}") {
+                    while !atCloser && !(nesting == 0 && newlineBefore[pos]) { advance() }
                     if isSymbol("]") { advance() }
                 }
                 e = Expr(.index(e, items), range(from: e.range.start))
@@ -616,6 +659,7 @@ struct Parser {
         let t = tok
         let start = t.range.start
         switch t.kind {
+        case .invalid: advance(); return Expr(.error, t.range)
         case .integer(let v): advance(); return Expr(.int(v), t.range)
         case .float(let v): advance(); return Expr(.float(v), t.range)
         case .string(let s): advance(); return Expr(.string(s), t.range)
@@ -676,7 +720,7 @@ struct Parser {
                 return Expr(.tuple(elements), range(from: start))
             }
             expect(")", "to close the parenthesized expression")
-            return first
+            return Expr(first.kind, range(from: start))
         case .symbol("["):
             advance()
             nesting += 1
@@ -699,8 +743,8 @@ struct Parser {
                     break
                 }
             }
-            if !expect("]", "to close the list") {
-                while !atEOF && !isSymbol("]") && !isSymbol("}") && !(nesting <= 1 && newlineBefore[pos]) { advance() }
+            if !expect("]", "to close the list") && !isSymbol(")") && !isSymbol("}") {
+                while !atCloser && !(nesting <= 1 && newlineBefore[pos]) { advance() }
                 if isSymbol("]") { advance() }
             }
             return Expr(.list(elements), range(from: start))
