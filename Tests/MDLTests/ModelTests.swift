@@ -72,10 +72,8 @@ struct InterpreterHarness {
 
     func expectFinite(_ out: [Tensor], _ f: Function) throws {
         guard out.count == f.resultTypes.count else { throw InterpreterError(message: "@\(f.name) returned \(out.count) values") }
-        for (t, type) in zip(out, f.resultTypes) {
-            guard t.shape == type.shape.compactMap(\.constant) || type.shape.contains(where: { $0.constant == nil }) else {
-                throw InterpreterError(message: "@\(f.name) returned shape \(t.shape), declared \(type)")
-            }
+        // The interpreter itself checks each result against its declared type under the bound sizes.
+        for t in out {
             if let bad = t.data.first(where: { !$0.isFinite }) { throw InterpreterError(message: "@\(f.name) returned a non-finite value \(bad)") }
         }
     }

@@ -7,10 +7,10 @@ public let mdlVersion = "0.1.0"
 /// The compiler pipeline as a linear script: each stage takes the module from the one before,
 /// and `--after NAME` prints the IR at that point.
 public enum Pipeline {
-    /// Stages after the front end, in order. (Autodiff, optimizer lowering, simplification,
-    /// fusion and code generation are appended here as they land.)
-    public static let stages: [(name: String, run: (Module) -> Module)] = [
-        ("verify", { $0 }),
+    /// Stages after the front end, in order; each is one pass file with one entry point.
+    /// (Fusion and code generation are appended here as they land.)
+    public static let stages: [(name: String, run: (Module, DiagnosticEngine) -> Module)] = [
+        ("autodiff", Autodiff.run),
     ]
     public static var stageNames: [String] { ["sema"] + stages.map(\.name) }
 }
@@ -54,7 +54,8 @@ public enum Driver {
         guard var m = module, !diags.hasErrors else { return Compilation(diagnostics: diags, module: nil) }
         if stopAfter == "sema" { return Compilation(diagnostics: diags, module: m) }
         for stage in Pipeline.stages {
-            m = stage.run(m)
+            m = stage.run(m, diags)
+            if diags.hasErrors { return Compilation(diagnostics: diags, module: nil) }
             if stage.name == stopAfter { break }
         }
         let problems = Verifier().verify(m)

@@ -14,12 +14,12 @@ public enum OpKind: String, CaseIterable, Sendable {
     // indexing
     case take, scatter_add, update_slice, one_hot
     // linear algebra and images
-    case matmul, conv2d, conv2d_transpose, maxpool2d, avgpool2d
+    case matmul, conv2d, conv2d_transpose, maxpool2d, avgpool2d, maxpool2d_grad, avgpool2d_grad
     // randomness: counter-based, a function of (key, stream, element index)
     case random_uniform = "random.uniform", random_normal = "random.normal", random_bernoulli = "random.bernoulli"
     case random_categorical = "random.categorical", random_randint = "random.randint", rng_fold = "rng.fold"
     // autodiff and state
-    case stop_gradient, global, global_set = "global.set", minimize
+    case stop_gradient, global, global_set = "global.set", minimize, apply_gradients
     // structure
     case loop, yield, `return`
 
@@ -33,6 +33,7 @@ public enum OpKind: String, CaseIterable, Sendable {
         case .select, .update_slice: return .fixed(3)
         case .concat: return .atLeast(1)
         case .loop: return .atLeast(2)
+        case .apply_gradients: return .atLeast(1)
         case .yield, .return: return .atLeast(0)
         case .random_uniform, .random_normal, .random_randint, .global_set, .minimize: return .fixed(1)
         case .random_bernoulli, .random_categorical, .rng_fold: return .fixed(2)
@@ -41,7 +42,7 @@ public enum OpKind: String, CaseIterable, Sendable {
         case .sum, .mean, .reduce_max, .reduce_min, .logsumexp, .argmax, .cumsum, .reshape, .transpose, .broadcast, .slice, .pad,
              .one_hot, .maxpool2d, .avgpool2d, .cast, .stop_gradient:
             return .fixed(1)
-        default: return .fixed(2) // take, scatter_add, matmul, conv2d, conv2d_transpose
+        default: return .fixed(2) // take, scatter_add, matmul, conv2d, conv2d_transpose, pool gradients
         }
     }
 
@@ -51,7 +52,7 @@ public enum OpKind: String, CaseIterable, Sendable {
     static let reductions: Set<OpKind> = [.sum, .mean, .reduce_max, .reduce_min, .logsumexp]
     static let random: Set<OpKind> = [.random_uniform, .random_normal, .random_bernoulli, .random_categorical, .random_randint]
     /// Ops with effects or structure; simplification must keep them.
-    var hasEffects: Bool { [.global_set, .minimize, .yield, .return, .loop].contains(self) }
+    var hasEffects: Bool { [.global_set, .minimize, .apply_gradients, .yield, .return, .loop].contains(self) }
 
     /// One-line semantics, used by docs/IR.md and `mdlc ops`.
     var summary: String {
@@ -101,7 +102,7 @@ public enum OpKind: String, CaseIterable, Sendable {
         case .broadcast: return "NumPy-broadcast to {shape}"
         case .slice: return "elements {starts} <= i < {ends} with {strides} along every axis"
         case .concat: return "join operands along {axis}"
-        case .pad: return "pad with {value}: {low} before and {high} after along every axis"
+        case .pad: return "pad with {value}: {low} before, {high} after and {interior} between elements (default 0) along every axis"
         case .take: return "take(x, idx): gather slices of x along {axis} at idx; result x.shape[:axis] + idx.shape + x.shape[axis+1:]"
         case .scatter_add: return "scatter_add(src, idx): zeros of {size} along {axis}, src slice j added at idx[j] (idx 1-D)"
         case .update_slice: return "update_slice(buf, val, i): buf with the slice at index i along {axis} replaced by val"
@@ -111,6 +112,8 @@ public enum OpKind: String, CaseIterable, Sendable {
         case .conv2d_transpose: return "transposed 2-D convolution (gradient of conv2d wrt its input), w IOHW"
         case .maxpool2d: return "max over {kernel} windows with {stride} {padding}, NCHW"
         case .avgpool2d: return "mean over {kernel} windows with {stride} {padding} (padding counted), NCHW"
+        case .maxpool2d_grad: return "maxpool2d_grad(x, g): g of each window added at the window's first maximum of x; shaped like x"
+        case .avgpool2d_grad: return "avgpool2d_grad(x, g): g of each window spread evenly over the window; shaped like x"
         case .random_uniform: return "uniform in [{low},{high}) of {shape}, from (key, {stream}, index)"
         case .random_normal: return "standard normal of {shape}, from (key, {stream}, index)"
         case .random_bernoulli: return "1.0 with probability p else 0.0, shaped like p"
@@ -121,6 +124,7 @@ public enum OpKind: String, CaseIterable, Sendable {
         case .global: return "the current value of the global tensor {name}"
         case .global_set: return "set the global state tensor {name} (takes effect when the function returns)"
         case .minimize: return "marks a loss for the update of {optimizer}; autodiff replaces it"
+        case .apply_gradients: return "apply_gradients(loss, g...): update the {params} with their gradients by {optimizer}; optimizer lowering replaces it"
         case .loop: return "loop(lo, hi, init...): for i in lo..<hi run the body on (i, carried...); results are the final carried values"
         case .yield: return "end of a loop body: the next carried values"
         case .return: return "end of a function: its results"
@@ -145,12 +149,13 @@ public enum OpKind: String, CaseIterable, Sendable {
         case .one_hot: return ["depth"]
         case .conv2d: return ["stride", "padding", "dilation"]
         case .conv2d_transpose: return ["stride", "padding", "output_padding"]
-        case .maxpool2d, .avgpool2d: return ["kernel", "stride", "padding"]
+        case .maxpool2d, .avgpool2d, .maxpool2d_grad, .avgpool2d_grad: return ["kernel", "stride", "padding"]
         case .random_uniform, .random_randint: return ["shape", "stream", "low", "high"]
         case .random_normal: return ["shape", "stream"]
         case .random_bernoulli, .random_categorical: return ["stream"]
         case .global, .global_set: return ["name"]
         case .minimize: return ["optimizer"]
+        case .apply_gradients: return ["optimizer", "params"]
         default: return []
         }
     }
@@ -321,10 +326,16 @@ extension OpKind {
             shape[ax] = total
             return [t[0].with(shape: shape)]
         case .pad:
-            let lo = try ints("low"), hi = try ints("high")
-            guard lo.count == t[0].rank, hi.count == t[0].rank else { throw fail("pad of a rank-\(t[0].rank) tensor needs \(t[0].rank) low and high sizes") }
-            guard lo.allSatisfy({ $0 >= 0 && $0 < 1 << 31 }), hi.allSatisfy({ $0 >= 0 && $0 < 1 << 31 }) else { throw fail("pad sizes must be non-negative") }
-            return [t[0].with(shape: (0..<t[0].rank).map { t[0].shape[$0] + Dim(lo[$0] + hi[$0]) })]
+            let lo = try dims("low"), hi = try dims("high")
+            let interior = attrs["interior"] == nil ? Array(repeating: 0, count: t[0].rank) : try ints("interior")
+            guard lo.count == t[0].rank, hi.count == t[0].rank, interior.count == t[0].rank else { throw fail("pad of a rank-\(t[0].rank) tensor needs \(t[0].rank) low, high and interior sizes") }
+            for d in lo + hi { if let c = d.constant, c < 0 || c >= 1 << 31 { throw fail("pad sizes must be non-negative") } }
+            guard interior.allSatisfy({ $0 >= 0 && $0 < 1 << 31 }) else { throw fail("interior padding must be non-negative") }
+            return [t[0].with(shape: (0..<t[0].rank).map { i in
+                let n = t[0].shape[i]
+                let inner = n.constant == 0 ? Dim(0) : (n - Dim(1)) * Dim(interior[i])
+                return n + inner + lo[i] + hi[i]
+            })]
         case .take:
             guard t[1].dtype == .i32 else { throw fail("indices must be i32, got \(t[1])") }
             let ax = try axis(try int("axis"), rank: t[0].rank)
@@ -405,6 +416,11 @@ extension OpKind {
                 out.append(Dim(o))
             }
             return [x.with(shape: out)]
+        case .maxpool2d_grad, .avgpool2d_grad:
+            guard t[0].rank == 4, t[0].dtype == .f32, t[1].dtype == .f32 else { throw fail("\(name) needs f32 NCHW tensors, got \(t[0]) and \(t[1])") }
+            let pooled = try (self == .maxpool2d_grad ? OpKind.maxpool2d : OpKind.avgpool2d).ruleTypes([t[0]], attrs)
+            guard pooled[0] == t[1] else { throw fail("\(name): the gradient \(t[1]) does not match the pooled shape \(pooled[0])") }
+            return [t[0]]
         case .random_uniform, .random_normal, .random_randint:
             guard t[0] == TensorType(.i32, []) else { throw fail("a random op needs an i32[] key, got \(t[0])") }
             return [TensorType(self == .random_randint ? .i32 : .f32, try dims("shape"))]
@@ -425,6 +441,10 @@ extension OpKind {
             guard case .symbol? = attrs["name"] else { throw fail("'global' needs a symbol 'name'") }
             return [] // the type comes from the module's declaration; see Verifier
         case .global_set, .minimize, .yield, .return:
+            return []
+        case .apply_gradients:
+            guard let params = attrs["params"]?.symbols, params.count == t.count - 1 else { throw fail("apply_gradients needs one gradient per name in 'params'") }
+            guard t[0] == TensorType(.f32, []) else { throw fail("apply_gradients needs the f32[] loss first, got \(t[0])") }
             return []
         case .loop:
             guard t[0] == TensorType(.i32, []), t[1] == TensorType(.i32, []) else { throw fail("loop bounds must be i32[], got \(t[0]) and \(t[1])") }

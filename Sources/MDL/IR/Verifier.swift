@@ -53,7 +53,12 @@ public struct Verifier {
                     if op.op == .global { types = [g.type] }
                     else if operandTypes[0] != g.type { errors.append("\(at): global.set of @\(n) with \(operandTypes[0]), declared \(g.type)") }
                 }
-                if op.op == .minimize {
+                if op.op == .apply_gradients {
+                    for (p, g) in zip(op.attrs["params"]?.symbols ?? [], operandTypes.dropFirst()) where m.global(p)?.type != g {
+                        errors.append("\(at): the gradient of @\(p) is \(g), the parameter is \(m.global(p).map { $0.type.description } ?? "unknown")")
+                    }
+                }
+                if op.op == .minimize || op.op == .apply_gradients {
                     if case .symbol(let o)? = op.attrs["optimizer"], optimizers.contains(o) {} else {
                         errors.append("\(at): 'minimize' names an unknown optimizer")
                     }

@@ -11,6 +11,8 @@ public final class Interpreter {
     let module: Module
     /// Current values of parameters and state.
     public var globals: [String: Tensor] = [:]
+    /// The gradients of the last `apply_gradients` executed (before optimizer lowering).
+    public var lastGradients: [String: Tensor] = [:]
 
     /// Initializes every global from its initializer with `seed`.
     public init(module: Module, seed: Int32 = 0) {
@@ -64,6 +66,12 @@ public final class Interpreter {
         var frame = Frame(function: f, env: env)
         for (a, t) in zip(f.arguments, args) { frame.values[a.id] = t }
         let results = try execute(f.body, &frame)
+        for (i, (r, type)) in zip(results, f.resultTypes).enumerated() {
+            let expected = type.shape.map { $0.evaluate(env) }
+            guard r.dtype == type.dtype, expected.count == r.shape.count, zip(expected, r.shape).allSatisfy({ $0 == $1 }) else {
+                throw InterpreterError(message: "result \(i) of @\(name) is \(r.dtype.rawValue)\(r.shape), declared \(type)")
+            }
+        }
         for (name, value) in frame.pendingState { globals[name] = value }
         return results
     }
@@ -98,6 +106,9 @@ public final class Interpreter {
                 frame.pendingState.append((n, operands[0]))
             case .minimize:
                 continue
+            case .apply_gradients:
+                // The interpreter records gradients for the tests; optimizer lowering turns this op into updates.
+                lastGradients = Dictionary(uniqueKeysWithValues: zip(op.attrs["params"]?.symbols ?? [], operands.dropFirst()))
             default:
                 let resultTypes = op.results.map { frame.function.type(of: $0) }
                 let shapes = try resultTypes.map { t in
@@ -209,12 +220,13 @@ public final class Interpreter {
             }
             return Tensor(dtype, shape, out)
         case .pad:
-            let lo = a["low"]!.ints!
+            let lo = try dims(a["low"], env)
+            let interior = a["interior"]?.ints ?? Array(repeating: 0, count: shape.count)
             var out = [Double](repeating: a["value"]?.doubleValue ?? 0, count: shape.reduce(1, *))
             let ost = strides(shape)
             let base = zip(lo, ost).map(*).reduce(0, +)
             var k = 0
-            forEachIndex(x[0].shape, [ost]) { o in out[base + o[0]] = x[0].data[k]; k += 1 }
+            forEachIndex(x[0].shape, [zip(ost, interior).map { $0 * ($1 + 1) }]) { o in out[base + o[0]] = x[0].data[k]; k += 1 }
             return Tensor(dtype, shape, out)
         case .take:
             let axis = Interpreter.normalize(a["axis"]!.intValue!, x[0].shape.count)
@@ -264,6 +276,8 @@ public final class Interpreter {
             return convTranspose(x[0], x[1], shape, stride: a["stride"]!.ints!, pad: a["padding"]!.ints!)
         case .maxpool2d, .avgpool2d:
             return pool(op.op, x[0], shape, kernel: a["kernel"]!.ints!, stride: a["stride"]!.ints!, pad: a["padding"]!.ints!)
+        case .maxpool2d_grad, .avgpool2d_grad:
+            return poolGrad(op.op, x[0], x[1], kernel: a["kernel"]!.ints!, stride: a["stride"]!.ints!, pad: a["padding"]!.ints!)
         case .random_uniform, .random_normal, .random_randint, .random_bernoulli, .random_categorical:
             return random(op.op, x, a, dtype: dtype, shape: shape)
         case .rng_fold:
@@ -432,6 +446,25 @@ public final class Interpreter {
             out[(p * oh + y) * ow + xx] = op == .maxpool2d ? acc : acc / Double(kernel[0] * kernel[1])
         } } }
         return Tensor(.f32, shape, out)
+    }
+
+    private func poolGrad(_ op: OpKind, _ x: Tensor, _ g: Tensor, kernel: [Int], stride: [Int], pad: [Int]) -> Tensor {
+        let (h, wd) = (x.shape[2], x.shape[3])
+        let (oh, ow) = (g.shape[2], g.shape[3])
+        var out = [Double](repeating: 0, count: x.count)
+        for p in 0..<(x.shape[0] * x.shape[1]) { for y in 0..<oh { for xx in 0..<ow {
+            let gv = g.data[(p * oh + y) * ow + xx]
+            var best = -1, bestValue = -Double.infinity
+            for i in 0..<kernel[0] { for j in 0..<kernel[1] {
+                let iy = y * stride[0] - pad[0] + i, ix = xx * stride[1] - pad[1] + j
+                if iy < 0 || iy >= h || ix < 0 || ix >= wd { continue }
+                let at = (p * h + iy) * wd + ix
+                if op == .avgpool2d_grad { out[at] += gv / Double(kernel[0] * kernel[1]) }
+                else if x.data[at] > bestValue { bestValue = x.data[at]; best = at }
+            } }
+            if op == .maxpool2d_grad && best >= 0 { out[best] += gv }
+        } } }
+        return Tensor(.f32, x.shape, out)
     }
 
     private func random(_ op: OpKind, _ x: [Tensor], _ a: [String: Attr], dtype: DType, shape: [Int]) -> Tensor {
