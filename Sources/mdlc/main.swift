@@ -25,13 +25,13 @@ func report(_ c: Compilation) -> Int32 {
 }
 
 struct Check: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Parse and type-check .mdl files; exit 1 if any has errors.")
+    static let configuration = CommandConfiguration(abstract: "Parse, type-check and differentiate .mdl files; exit 1 if any has errors.")
     @Argument(help: "The .mdl files to check.") var files: [String]
 
     func run() throws {
         var status: Int32 = 0
         for f in files {
-            let c = Driver.compile(path: f, stopAfter: "sema")
+            let c = Driver.compile(path: f)
             if report(c) != 0 { status = 1 }
         }
         if status != 0 { throw ExitCode(status) }

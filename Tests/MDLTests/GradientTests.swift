@@ -145,3 +145,70 @@ final class GradientTests: XCTestCase {
         try check(Case(source: "proc p(l: f32[3, 5], y: i32[3], t: f32[4]) { (cross_entropy(l, y), bce_with_logits(l, l * 0.0 + 0.3), sinusoidal(t, 6)) }", ints: [1: [4, 0, 2]]))
     }
 }
+
+/// Every model: the gradient of each step's loss with respect to every parameter, at the
+/// model's initial parameters on a tiny batch, against central differences (sampled elements).
+final class ModelGradientTests: XCTestCase {
+    func testEveryModelsGradients() throws {
+        for url in Repo.modelFiles {
+            let c = Driver.compile(path: url.path, stopAfter: "autodiff")
+            guard let m = c.module else {
+                XCTFail("\(url.lastPathComponent): \(c.diagnostics.render())")
+                continue
+            }
+            let start = Date()
+            do { try checkModel(m, url.lastPathComponent) } catch { XCTFail("\(url.lastPathComponent): \(error)") }
+            print("gradient check \(url.lastPathComponent): \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
+        }
+    }
+
+    /// Directional derivatives at random parameters (the initialization plus noise): along one
+    /// random direction over all parameters, and along random directions within four parameter
+    /// tensors spread over the model. Stopped values are held fixed, as autodiff treats them.
+    func checkModel(_ m: Module, _ name: String, tensors: Int = 4) throws {
+        let harness = InterpreterHarness(module: m)
+        let interpreter = harness.interpreter
+        let batch = try harness.batch(split: "train", data: m.entries.first { $0.kind == .data })
+        var rng = RobustnessTests.SplitMix(state: 5)
+        func gaussian() -> Double {
+            let u1 = Double.random(in: Double.ulpOfOne..<1, using: &rng), u2 = Double.random(in: 0..<1, using: &rng)
+            return (-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2)
+        }
+        for g in m.globals where g.kind == .param { interpreter.globals[g.name]!.data = interpreter.globals[g.name]!.data.map { $0 + 0.05 * gaussian() } }
+        let initial = interpreter.globals
+        for f in m.functions where f.kind == .step {
+            interpreter.globals = initial
+            interpreter.stopGradientMode = .record
+            let loss0 = try interpreter.run(f.name, batch, key: 3)[0].scalar
+            interpreter.stopGradientMode = .replay
+            let grads = interpreter.lastGradients
+            let names = grads.keys.sorted()
+            let spread = names.count <= tensors ? names : (0..<tensors).map { names[$0 * (names.count - 1) / (tensors - 1)] }
+            for subset in [names] + spread.map({ [$0] }) {
+                var direction: [String: [Double]] = [:]
+                for p in subset { direction[p] = (0..<grads[p]!.count).map { _ in gaussian() } }
+                let analytic = subset.reduce(0.0) { acc, p in acc + zip(grads[p]!.data, direction[p]!).map(*).reduce(0, +) }
+                func lossAt(_ step: Double) throws -> Double {
+                    interpreter.globals = initial
+                    for p in subset { interpreter.globals[p]!.data = zip(initial[p]!.data, direction[p]!).map { $0 + step * $1 } }
+                    return try interpreter.run(f.name, batch, key: 3)[0].scalar
+                }
+                // A ReLU or max kink within +-h spoils one step size, never all of them; a wrong
+                // adjoint disagrees at every step size.
+                var agreed = false
+                var fds: [Double] = []
+                for h in [1e-6, 1e-7, 1e-8] where !agreed {
+                    let fd = (try lossAt(h) - (try lossAt(-h))) / (2 * h)
+                    fds.append(fd)
+                    let noise = 1e-15 * max(1, abs(loss0)) / h * 4
+                    agreed = abs(fd - analytic) <= 1e-6 * max(abs(fd), abs(analytic)) + noise
+                }
+                if !agreed {
+                    XCTFail("\(name) @\(f.name) along \(subset.count == 1 ? subset[0] : "all parameters"): autodiff \(analytic), finite differences \(fds)")
+                }
+            }
+            interpreter.stopGradientMode = .normal
+        }
+        interpreter.globals = initial
+    }
+}

@@ -50,6 +50,8 @@ struct InterpreterHarness {
     let module: Module
     let interpreter: Interpreter
     var batchSize = 2
+    /// Seeds the synthetic batch, so every run sees the same data.
+    var seed: UInt64 = 17
 
     init(module: Module) {
         self.module = module
@@ -89,7 +91,7 @@ struct InterpreterHarness {
                 return Tensor(t.dtype, [n] + t.shape.dropFirst(), Array(t.data[0..<(n * per)]))
             }
         }
-        var rng = SystemRandomNumberGenerator()
+        var rng = RobustnessTests.SplitMix(state: seed)
         let b = batchSize
         func rand(_ n: Int, _ upper: Double) -> [Double] { (0..<n).map { _ in Double.random(in: 0..<upper, using: &rng) } }
         func ints(_ n: Int, _ upper: Int) -> [Double] { (0..<n).map { _ in Double(Int.random(in: 0..<upper, using: &rng)) } }

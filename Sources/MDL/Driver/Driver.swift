@@ -11,6 +11,11 @@ public enum Pipeline {
     /// (Fusion and code generation are appended here as they land.)
     public static let stages: [(name: String, run: (Module, DiagnosticEngine) -> Module)] = [
         ("autodiff", Autodiff.run),
+        ("optimizer", OptimizerLowering.run),
+        ("fold", ConstantFolding.run),
+        ("algebra", AlgebraicSimplification.run),
+        ("cse", CommonSubexpressionElimination.run),
+        ("dce", DeadCodeElimination.run),
     ]
     public static var stageNames: [String] { ["sema"] + stages.map(\.name) }
 }
@@ -66,10 +71,10 @@ public enum Driver {
     /// Syntax and sema for one main file and everything it imports.
     static func frontEnd(_ file: SourceFile, diags: DiagnosticEngine) -> Module? {
         var parser = Parser(file: file, diags: diags)
-        let main = parser.parseFile()
+        var main = parser.parseFile()
         var files: [SourceModule] = []
-        var loaded = Set<String>([canonical(file.path)])
-        loadImports(of: main, into: &files, loaded: &loaded, diags: diags)
+        var loaded = [canonical(file.path): file]
+        loadImports(of: &main, into: &files, loaded: &loaded, diags: diags)
         files.append(main)
         let name = URL(fileURLWithPath: file.path).deletingPathExtension().lastPathComponent
         let elaborator = Elaborator(moduleName: sanitize(name), diags: diags)
@@ -87,8 +92,9 @@ public enum Driver {
 
     private static func canonical(_ path: String) -> String { URL(fileURLWithPath: path).standardizedFileURL.resolvingSymlinksInPath().path }
 
-    /// Loads imports depth-first so that a file's dependencies come before it.
-    private static func loadImports(of module: SourceModule, into files: inout [SourceModule], loaded: inout Set<String>, diags: DiagnosticEngine) {
+    /// Loads imports depth-first so that a file's dependencies come before it, recording each
+    /// file's direct imports (its visible names are its own and those of its imports, transitively).
+    private static func loadImports(of module: inout SourceModule, into files: inout [SourceModule], loaded: inout [String: SourceFile], diags: DiagnosticEngine) {
         for decl in module.decls {
             guard case .importDecl(let path, let range) = decl else { continue }
             let relative = path.joined(separator: "/") + ".mdl"
@@ -97,15 +103,20 @@ public enum Driver {
                 continue
             }
             let key = canonical(found)
-            if loaded.contains(key) { continue }
-            loaded.insert(key)
+            if let known = loaded[key] {
+                module.imports.append(known)
+                continue
+            }
             guard let text = try? String(contentsOfFile: found, encoding: .utf8) else {
                 diags.error("cannot read '\(found)'", at: range)
                 continue
             }
-            var p = Parser(file: SourceFile(path: found, text: text), diags: diags)
-            let imported = p.parseFile()
-            loadImports(of: imported, into: &files, loaded: &loaded, diags: diags)
+            let file = SourceFile(path: found, text: text)
+            loaded[key] = file
+            module.imports.append(file)
+            var p = Parser(file: file, diags: diags)
+            var imported = p.parseFile()
+            loadImports(of: &imported, into: &files, loaded: &loaded, diags: diags)
             files.append(imported)
         }
     }

@@ -27,6 +27,13 @@ final class IRBuilder {
         return v
     }
 
+    /// Reads a global; its type is the module's declaration.
+    func load(_ name: String, _ type: TensorType) -> Value {
+        let v = function.newValue(type)
+        operations.append(Operation(op: .global, operands: [], results: [v], attrs: ["name": .symbol(name)], location: location))
+        return v
+    }
+
     func constant(_ x: Double, _ dtype: DType = .f32, shape: [Dim] = []) throws -> Value {
         let value: Attr = dtype == .f32 ? .float(x) : dtype == .i32 ? .int(Int(x)) : .bool(x != 0)
         return try emit(.constant, [], ["value": value, "dtype": .dtype(dtype), "shape": .dims(shape)])

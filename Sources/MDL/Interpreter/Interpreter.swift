@@ -13,6 +13,11 @@ public final class Interpreter {
     public var globals: [String: Tensor] = [:]
     /// The gradients of the last `apply_gradients` executed (before optimizer lowering).
     public var lastGradients: [String: Tensor] = [:]
+    /// For finite differences of losses with `stop_gradient`: `.record` keeps each stopped
+    /// value, `.replay` returns the kept values, so stopped quantities stay constant.
+    public enum StopGradientMode { case normal, record, replay }
+    public var stopGradientMode = StopGradientMode.normal
+    private var stoppedValues: [Int: Tensor] = [:]
 
     /// Initializes every global from its initializer with `seed`.
     public init(module: Module, seed: Int32 = 0) {
@@ -185,7 +190,13 @@ public final class Interpreter {
                 out[(o * n + i) * inner + q] += out[(o * n + i - 1) * inner + q]
             } } }
             return Tensor(dtype, shape, out)
-        case .reshape, .stop_gradient:
+        case .stop_gradient:
+            switch stopGradientMode {
+            case .normal: return x[0]
+            case .record: stoppedValues[op.results[0].id] = x[0]; return x[0]
+            case .replay: return stoppedValues[op.results[0].id] ?? x[0]
+            }
+        case .reshape:
             return Tensor(x[0].dtype, shape, x[0].data)
         case .broadcast:
             var out = [Double](repeating: 0, count: shape.reduce(1, *))

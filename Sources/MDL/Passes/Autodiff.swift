@@ -22,7 +22,8 @@ enum Autodiff {
             for op in forward where op.op == .global { if case .symbol(let n)? = op.attrs["name"] { loads[n] = op.results[0] } }
             do {
                 let wrt = params.map { loads[$0] }
-                let grads = try gradients(of: minimize.operands[0], wrt: wrt.compactMap { $0 }, ops: forward, builder: b, missing: &missing)
+                let grads = try gradients(of: minimize.operands[0], wrt: wrt.compactMap { $0 }, ops: forward, builder: b,
+                                          missing: &missing, parameters: Set(params))
                 var byParam: [Value] = []
                 var k = 0
                 for (p, load) in zip(params, wrt) {
@@ -45,11 +46,19 @@ enum Autodiff {
 
     /// Emits into `builder` the gradient of the scalar `loss` with respect to each of `wrt`,
     /// differentiating `ops` (which define `loss`). Returns one gradient per `wrt` value.
-    static func gradients(of loss: Value, wrt: [Value], ops: [Operation], builder b: IRBuilder, missing: inout [Operation]) throws -> [Value] {
+    static func gradients(of loss: Value, wrt: [Value], ops: [Operation], builder b: IRBuilder, missing: inout [Operation],
+                          parameters: Set<String> = []) throws -> [Value] {
         let f = b.function
-        // Values that depend on a differentiated input through f32 data flow.
+        // Values that depend on a differentiated input through f32 data flow. A loop depends on
+        // them also when its body reads them (directly or as the named parameters).
         var active = Set(wrt.map(\.id))
-        for op in ops where !stops.contains(op.op) && op.operands.contains(where: { active.contains($0.id) }) {
+        func bodyReads(_ block: Block) -> Bool {
+            block.operations.contains { op in
+                if op.op == .global, case .symbol(let n)? = op.attrs["name"], parameters.contains(n) { return true }
+                return op.operands.contains { active.contains($0.id) } || op.regions.contains(where: bodyReads)
+            }
+        }
+        for op in ops where !stops.contains(op.op) && (op.operands.contains(where: { active.contains($0.id) }) || op.regions.contains(where: bodyReads)) {
             for r in op.results where f.type(of: r).dtype == .f32 { active.insert(r.id) }
         }
         // Of those, the ones the loss depends on.
@@ -64,7 +73,7 @@ enum Autodiff {
             adjoint[v.id] = try adjoint[v.id].map { try b.add($0, g) } ?? g
         }
         for op in relevant {   // already in reverse order
-            guard let g = op.results.first.flatMap({ adjoint[$0.id] }) else { continue }
+            guard let g = op.results.lazy.compactMap({ adjoint[$0.id] }).first else { continue }
             guard let rule = rules[op.op] else {
                 missing.append(op)
                 continue

@@ -2,7 +2,7 @@
 /// compile time, infers dtypes and shapes, and builds Graph IR functions by inlining every
 /// call (layers are templates instantiated at their call sites). All errors are reported.
 final class Elaborator {
-    let diags: DiagnosticEngine
+    private(set) var diags: DiagnosticEngine
     let module: Module
     /// The main file's top-level scope (it sees its own declarations and its imports').
     var globalsScope = Scope(parent: nil)
@@ -47,6 +47,19 @@ final class Elaborator {
         let scopes = files.map { _ in Scope(parent: nil) }
         for (f, sc) in zip(files, scopes) { fileScopes[ObjectIdentifier(f.file)] = sc }
         globalsScope = fileScopes[ObjectIdentifier(main.file)] ?? globalsScope
+        // Which files see a file's names: itself and every file that imports it, transitively.
+        var seenBy: [ObjectIdentifier: [Scope]] = [:]
+        for (i, f) in files.enumerated() {
+            var visible: [ObjectIdentifier] = [ObjectIdentifier(f.file)]
+            var queue = f.imports
+            while let next = queue.popLast() {
+                let id = ObjectIdentifier(next)
+                if visible.contains(id) { continue }
+                visible.append(id)
+                queue += files.first { $0.file === next }?.imports ?? []
+            }
+            for id in visible { seenBy[id, default: []].append(scopes[i]) }
+        }
         func define(_ name: String, _ v: SVal, _ r: SourceRange) {
             if let prev = defined[name], let f = prev.file {
                 let (l, c) = f.lineColumn(prev.start)
@@ -58,8 +71,7 @@ final class Elaborator {
                 return
             }
             defined[name] = r
-            let index = files.firstIndex { $0.file === r.file } ?? 0
-            for sc in scopes[index...] { sc.values[name] = v }
+            for sc in r.file.flatMap({ seenBy[ObjectIdentifier($0)] }) ?? [globalsScope] { sc.values[name] = v }
         }
         for file in files {
             for decl in file.decls {
@@ -137,10 +149,25 @@ final class Elaborator {
                 args.append(Argument(label: p.name, value: Expr(.error, p.range), range: p.range))
                 values.append(.tensor(v))
             }
-            if ok { _ = callFunction(f, inst, args: args, values: values, at: f.range) }
+            if ok {
+                // Sizes are invented here, so only errors that cannot depend on them are reported.
+                let real = diags
+                let scratchDiags = DiagnosticEngine()
+                diags = scratchDiags
+                _ = callFunction(f, inst, args: args, values: values, at: f.range)
+                diags = real
+                for d in scratchDiags.diagnostics where d.severity == .error && Elaborator.sizeIndependent.contains(where: { d.message.contains($0) }) {
+                    real.error(d.message, at: d.range)
+                }
+            }
             builder = nil
         }
     }
+
+    /// Messages of errors that do not depend on tensor sizes.
+    static let sizeIndependent = ["unknown name", "has no member", "has no parameter", "takes", "missing argument", "unknown type",
+                                  "unknown element type", "cannot assign", "is already defined", "cannot be called", "element types differ",
+                                  "needs an f32", "needs a bool", "must be a compile-time", "only allowed", "cannot update state"]
 
     /// Evaluates an expression that must not create tensors (configuration, layer members).
     func evalCompileTime(_ e: Expr, scope: Scope) -> SVal {

@@ -81,6 +81,9 @@ extension Elaborator {
                 finishFunction(f, results: [("loss", loss)])
                 steps.append(.symbol(f.name))
             }
+            if steps.isEmpty && count > 0 && !diags.hasErrors {
+                error("every 'minimize' of the step is in an 'if' branch that is not taken, so training would update nothing", r)
+            }
             module.recipe["updates"] = .list(steps)
         }
         var evals: [Attr] = []
@@ -153,7 +156,14 @@ extension Elaborator {
             let s = startFunction(f, training: false, batch: nil, fields: [], scope: scope)
             let v = eval(e, s)
             var isRecord = false
-            if case .record = v { isRecord = true }
+            if case .record(let fields) = v {
+                isRecord = true
+                if fields.allSatisfy({ if case .record = $0.1 { return true }; return false }) {
+                    error("data splits are named train, test or valid; found \(fields.map { "'\($0.0)'" }.joined(separator: ", "))", e.range)
+                    builder = nil
+                    return .error
+                }
+            }
             let results = flattenResults(v, at: e.range)
             guard isRecord, !results.isEmpty, !containsError(v) else {
                 if !containsError(v) { error("a data generator must return a record of tensors such as (x = ..., y = ...), found \(v.kindName == "a tensor" ? "a tensor " + describeValue(v) : v.kindName)", e.range) }

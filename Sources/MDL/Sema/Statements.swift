@@ -91,6 +91,10 @@ extension Elaborator {
         case .name(let n):
             if metricSink != nil && !(scope.owner(of: n)?.mutable.contains(n) ?? false) {
                 // In an eval block, `name = value` defines a metric (and may reuse a function's name).
+                if builder?.inLoop == true {
+                    error("a metric is defined once per batch, not inside a run-time 'loop'; carry a 'var' and assign the metric after the loop", target.range)
+                    return
+                }
                 metricSink!.append((n, v, target.range))
                 return
             }

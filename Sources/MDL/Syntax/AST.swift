@@ -150,4 +150,6 @@ enum Decl {
 struct SourceModule {
     var file: SourceFile
     var decls: [Decl]
+    /// The files this one imports directly (filled in by the driver).
+    var imports: [SourceFile] = []
 }

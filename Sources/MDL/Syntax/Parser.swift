@@ -148,8 +148,13 @@ struct Parser {
         var decls: [Decl] = []
         while !atEOF {
             let before = pos
+            let errorsBefore = diags.diagnostics.count
             if let d = parseDecl() { decls.append(d) }
             if pos == before { advance() }
+            if diags.diagnostics.count == errorsBefore && !atEOF && !isSymbol(";") && !newlineBefore[pos] {
+                error("expected a new line or ';' after the declaration, found \(describe(tok))")
+                synchronize(stopAtCloseBrace: false)
+            }
         }
         return SourceModule(file: file, decls: decls)
     }
@@ -238,8 +243,13 @@ struct Parser {
         guard expect("{", "to open the layer body") else { synchronize(); return members }
         while !isSymbol("}") && !atEOF {
             let before = pos
+            let errorsBefore = diags.diagnostics.count
             if let m = parseMember() { members.append(m) }
             if pos == before { advance() }
+            if diags.diagnostics.count == errorsBefore && !atEOF && !isSymbol("}") && !isSymbol(";") && !newlineBefore[pos] {
+                error("expected a new line or ';' after the member, found \(describe(tok))")
+                synchronize()
+            }
         }
         expect("}", "to close the layer body")
         return members
