@@ -14,20 +14,23 @@ final class ModelTests: XCTestCase {
         for z in zoo { XCTAssertTrue(names.contains(z), "Models/\(z).mdl is missing") }
     }
 
+    /// After the front end and after every pass, the printed IR parses back to identical text.
     func testModelsCheckAndRoundTrip() throws {
         for url in Repo.modelFiles {
-            let c = Driver.compile(path: url.path)
-            guard let m = c.module, c.succeeded else {
-                XCTFail("\(url.lastPathComponent):\n\(c.diagnostics.render())")
-                continue
+            for stage in Pipeline.stageNames {
+                let c = Driver.compile(path: url.path, stopAfter: stage)
+                guard let m = c.module, c.succeeded else {
+                    XCTFail("\(url.lastPathComponent) after \(stage):\n\(c.diagnostics.render())")
+                    break
+                }
+                let text = Driver.printIR(m)
+                let reparsed = Driver.compile(path: url.lastPathComponent + ".mdlir", stopAfter: "sema", source: text)
+                guard let m2 = reparsed.module else {
+                    XCTFail("\(url.lastPathComponent): the IR after \(stage) does not parse:\n\(reparsed.diagnostics.render())")
+                    continue
+                }
+                XCTAssertEqual(Driver.printIR(m2), text, "\(url.lastPathComponent): print-parse-print after \(stage) is not identical")
             }
-            let text = Driver.printIR(m)
-            let reparsed = Driver.compile(path: url.lastPathComponent + ".mdlir", source: text)
-            guard let m2 = reparsed.module else {
-                XCTFail("\(url.lastPathComponent): printed IR does not parse:\n\(reparsed.diagnostics.render())")
-                continue
-            }
-            XCTAssertEqual(Driver.printIR(m2), text, "\(url.lastPathComponent): print-parse-print is not identical")
         }
     }
 
