@@ -7,7 +7,7 @@ struct Mdlc: ParsableCommand {
         commandName: "mdlc",
         abstract: "The mdl compiler: tensor programs and their training recipes to native code.",
         version: Driver.versionText,
-        subcommands: [Check.self, DumpIR.self, Ops.self]
+        subcommands: [Check.self, DumpIR.self, Grad.self, Ops.self]
     )
 }
 
@@ -56,6 +56,30 @@ struct DumpIR: ParsableCommand {
         let status = report(c)
         guard status == 0, let m = c.module else { throw ExitCode(status == 0 ? 1 : status) }
         print(format == "dot" ? Driver.dotGraph(m) : Driver.printIR(m), terminator: "")
+    }
+}
+
+struct Grad: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "The loss and every parameter gradient of one update for given weights and batch (safetensors in and out).",
+        discussion: "Computed by mdl's reference interpreter in float64 from its own autodiff; Tools/torch-check compares the result with PyTorch.")
+    @Argument(help: "The .mdl file.") var file: String
+    @Option(help: "Weights by parameter name (missing ones keep their initialization).") var weights: String?
+    @Option(help: "The batch: one tensor per field of the training data (x, y, ...).") var batch: String
+    @Option(help: "Where to write 'loss' and 'grad.<parameter>' tensors (float64).") var out: String
+    @Option(help: "Which update of the step (0 for the first minimize).") var step: Int = 0
+    @Option(help: "Seed for initialization and random ops.") var seed: Int32 = 0
+
+    func run() throws {
+        do {
+            let w = try weights.map(Safetensors.read) ?? [:]
+            let b = try Safetensors.read(batch)
+            let result = try Driver.referenceGradients(path: file, weights: w, batch: b, step: step, seed: seed)
+            try Safetensors.write(result, to: out)
+        } catch {
+            FileHandle.standardError.write("mdlc grad: \(error)\n".data(using: .utf8)!)
+            throw ExitCode(1)
+        }
     }
 }
 
