@@ -239,6 +239,13 @@ STEP_RE = re.compile(r"^func step @(\S+)\((.*)\) ->")
 ARG_RE = re.compile(r"%b\.(\w+): (\w+)\[([^\]]*)\]")
 
 
+def number(text):
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def dump_ir(mdlc, path):
     text = subprocess.run([mdlc, "dump-ir", path], check=True, capture_output=True, text=True).stdout
     params, fields = {}, None
@@ -248,7 +255,7 @@ def dump_ir(mdlc, path):
             name, dtype, dims, init, attrs = m.groups()
             shape = tuple(int(d) for d in dims.split(",")) if dims else ()
             attrs = dict(kv.split(" = ", 1) for kv in attrs.split(", ")) if attrs else {}
-            params[name] = (dtype, shape, init, {k: float(v) for k, v in attrs.items()})
+            params[name] = (dtype, shape, init, {k: number(v) for k, v in attrs.items()})
             continue
         m = STEP_RE.match(line)
         if m and fields is None:  # the first step function's batch arguments
@@ -398,6 +405,7 @@ def main():
     workdir = args.keep or tempfile.mkdtemp(prefix="torch-check-")
     os.makedirs(workdir, exist_ok=True)
     summaries, failed = [], False
+    print(f"mdlc: {args.mdlc}; torch {torch.__version__}; tolerance {TOLERANCE:g} (relative, against float64 torch)")
     print(f"{'model':<13} {'tensor':<42} {'shape':<14} {'max|g|':>9} {'rel err':>9} {'f32 err':>9}  status")
     for name in names:
         rows = []
@@ -409,8 +417,8 @@ def main():
         for r in rows:
             if not args.quiet or r[6] != "OK" or r[1] == "loss":
                 print(f"{r[0]:<13} {r[1]:<42} {str(r[2]).replace(' ', ''):<14} {r[3]:>9.2e} {r[4]:>9.2e} {r[5]:>9.2e}  {r[6]}")
-        worst = max((r[4] for r in rows if r[6] == "OK"), default=float("nan"))
-        worst32 = max((r[5] for r in rows if r[6] == "OK"), default=float("nan"))
+        worst = max((r[4] for r in rows if math.isfinite(r[4])), default=float("nan"))
+        worst32 = max((r[5] for r in rows if math.isfinite(r[5])), default=float("nan"))
         n_ok = sum(r[6] == "OK" for r in rows)
         line = (f"{name}: {'FAIL' if problems else 'OK'}: {n_ok}/{len(rows)} tensors agree "
                 f"(worst rel err {worst:.1e}; vs float32 torch {worst32:.1e}); "
@@ -421,9 +429,9 @@ def main():
         summaries.append(line)
         failed |= bool(problems)
     print("\n".join(["", "summary:"] + ["  " + s for s in summaries]))
-    if args.keep or failed:
+    if os.listdir(workdir) and (args.keep or failed):
         print(f"files in {workdir}")
-    else:
+    elif not args.keep:
         for f in os.listdir(workdir):
             os.remove(os.path.join(workdir, f))
         os.rmdir(workdir)

@@ -29,7 +29,7 @@ final class DiagnosticTests: XCTestCase {
             let text = try String(contentsOf: url, encoding: .utf8)
             let expected = DiagnosticTests.expectations(in: text)
             XCTAssertFalse(expected.isEmpty, "\(url.lastPathComponent) has no expected-error annotation")
-            let c = Driver.compile(path: url.path, stopAfter: "sema")
+            let c = Driver.compile(path: url.path)
             XCTAssertNil(c.module, "\(url.lastPathComponent) compiled without errors")
             var unmatched = c.diagnostics.diagnostics.filter { $0.severity == .error }
             for e in expected {

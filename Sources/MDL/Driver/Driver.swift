@@ -51,18 +51,21 @@ public enum Driver {
             var p = IRParser(file: file, diags: diags)
             module = p.parseModule()
             if let m = module {
+                // IR text comes from users: its problems are errors in that file, not compiler bugs.
                 for e in Verifier().verify(m) { diags.error(e, at: SourceRange(file: file, start: 0, end: 0)) }
             }
         } else {
             module = frontEnd(file, diags: diags)
         }
         guard var m = module, !diags.hasErrors else { return Compilation(diagnostics: diags, module: nil) }
-        if stopAfter == "sema" { return Compilation(diagnostics: diags, module: m) }
-        for stage in Pipeline.stages {
-            m = stage.run(m, diags)
-            if diags.hasErrors { return Compilation(diagnostics: diags, module: nil) }
-            if stage.name == stopAfter { break }
+        if stopAfter != "sema" {
+            for stage in Pipeline.stages {
+                m = stage.run(m, diags)
+                if diags.hasErrors { return Compilation(diagnostics: diags, module: nil) }
+                if stage.name == stopAfter { break }
+            }
         }
+        // One verification of what the front end and the passes produced.
         let problems = Verifier().verify(m)
         for p in problems { diags.error("internal compiler error: invalid IR: \(p)", at: .unknown) }
         return Compilation(diagnostics: diags, module: problems.isEmpty ? m : nil)
@@ -79,10 +82,7 @@ public enum Driver {
         let name = URL(fileURLWithPath: file.path).deletingPathExtension().lastPathComponent
         let elaborator = Elaborator(moduleName: sanitize(name), diags: diags)
         elaborator.run(files: files, main: main)
-        if diags.hasErrors { return nil }
-        let problems = Verifier().verify(elaborator.module)
-        for p in problems { diags.error("internal compiler error: invalid IR: \(p)", at: .unknown) }
-        return problems.isEmpty ? elaborator.module : nil
+        return diags.hasErrors ? nil : elaborator.module
     }
 
     private static func sanitize(_ s: String) -> String {

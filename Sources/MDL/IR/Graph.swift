@@ -127,15 +127,29 @@ public struct Entry {
 /// A whole program: globals, optimizers, data sources, the training recipe and functions.
 public final class Module {
     var name: String
-    var globals: [Global] = [] { didSet { globalIndex = nil } }
+    var globals: [Global] = [] {
+        didSet {
+            // Appending one global (what passes do) extends the index; anything else rebuilds it.
+            if globals.count == indexedCount + 1, globalIndex != nil, let last = globals.last {
+                if globalIndex![last.name] == nil { globalIndex![last.name] = globals.count - 1 }
+                indexedCount = globals.count
+            } else {
+                globalIndex = nil
+            }
+        }
+    }
     private var globalIndex: [String: Int]?
+    private var indexedCount = 0
     var entries: [Entry] = []
     var recipe: [String: Attr] = [:]
     var functions: [Function] = []
     init(name: String) { self.name = name }
 
     func global(_ name: String) -> Global? {
-        if globalIndex == nil { globalIndex = Dictionary(globals.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a }) }
+        if globalIndex == nil {
+            globalIndex = Dictionary(globals.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
+            indexedCount = globals.count
+        }
         return globalIndex![name].map { globals[$0] }
     }
     func function(_ name: String) -> Function? { functions.first { $0.name == name } }

@@ -2,11 +2,29 @@
 /// match an earlier op in the same or an enclosing block reuses that op's results. Random ops
 /// are pure functions of (key, stream, index), so identical ones are equal too.
 enum CommonSubexpressionElimination {
+    /// An op's identity; its hash is computed once, so table lookups do not rehash the attributes.
     struct Key: Hashable {
         let op: OpKind
         let operands: [Int]
         let attrs: [String: Attr]
         let types: [TensorType]
+        private let hash: Int
+        init(op: OpKind, operands: [Int], attrs: [String: Attr], types: [TensorType]) {
+            self.op = op
+            self.operands = operands
+            self.attrs = attrs
+            self.types = types
+            var h = Hasher()
+            h.combine(op)
+            h.combine(operands)
+            h.combine(types)
+            h.combine(attrs)
+            hash = h.finalize()
+        }
+        func hash(into hasher: inout Hasher) { hasher.combine(hash) }
+        static func == (a: Key, b: Key) -> Bool {
+            a.hash == b.hash && a.op == b.op && a.operands == b.operands && a.types == b.types && a.attrs == b.attrs
+        }
     }
 
     static func run(_ m: Module, _ diags: DiagnosticEngine) -> Module {
