@@ -316,13 +316,7 @@ extension Elaborator {
             case "**":
                 let p = pow(Double(a), Double(b))
                 return b >= 0 && p.magnitude < 0x1p62 ? .int(Int(p)) : .float(p)
-            case "==": return .bool(a == b)
-            case "!=": return .bool(a != b)
-            case "<": return .bool(a < b)
-            case "<=": return .bool(a <= b)
-            case ">": return .bool(a > b)
-            case ">=": return .bool(a >= b)
-            default: break
+            default: return compare(op, a, b)
             }
         case (.int, .float), (.float, .int), (.float, .float):
             let a = number(l)!, b = number(r)!
@@ -333,13 +327,7 @@ extension Elaborator {
             case "/": return .float(a / b)
             case "**": return .float(pow(a, b))
             case "%": return .float(a - b * (a / b).rounded(.down))
-            case "==": return .bool(a == b)
-            case "!=": return .bool(a != b)
-            case "<": return .bool(a < b)
-            case "<=": return .bool(a <= b)
-            case ">": return .bool(a > b)
-            case ">=": return .bool(a >= b)
-            default: break
+            default: return compare(op, a, b)
             }
         case (.bool(let a), .bool(let b)):
             switch op {
@@ -383,6 +371,19 @@ extension Elaborator {
         default:
             error("operator '\(op)' cannot be applied to \(l.kindName) and \(r.kindName)", range)
             return .error
+        }
+    }
+
+    /// Compile-time comparison of two numbers.
+    private func compare<T: Comparable>(_ op: String, _ a: T, _ b: T) -> SVal? {
+        switch op {
+        case "==": return .bool(a == b)
+        case "!=": return .bool(a != b)
+        case "<": return .bool(a < b)
+        case "<=": return .bool(a <= b)
+        case ">": return .bool(a > b)
+        case ">=": return .bool(a >= b)
+        default: return nil
         }
     }
 

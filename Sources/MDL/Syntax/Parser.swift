@@ -57,6 +57,15 @@ struct Parser {
         }
     }
 
+    /// Expects `closer`; when it is missing, skips to it unless an enclosing construct's closer
+    /// (or, when `lineEnds`, the end of the line) comes first.
+    private mutating func close(_ closer: String, _ context: String, lineEnds: Bool) {
+        if expect(closer, context) { return }
+        if atCloser && !isSymbol(closer) { return }
+        while !atCloser && !(lineEnds && newlineBefore[pos]) { advance() }
+        if isSymbol(closer) { advance() }
+    }
+
     /// True at a token that closes an enclosing construct, where recovery must stop.
     private var atCloser: Bool { isSymbol(")") || isSymbol("]") || isSymbol("}") || atEOF }
 
@@ -621,10 +630,7 @@ struct Parser {
                     }
                 }
                 nesting -= 1
-                if !expect(")", "to close the argument list") && !isSymbol("]") && !isSymbol("}") {
-                    while !atCloser && !(nesting == 0 && newlineBefore[pos]) { advance() }
-                    if isSymbol(")") { advance() }
-                }
+                close(")", "to close the argument list", lineEnds: nesting == 0)
                 e = Expr(.call(e, args), range(from: e.range.start))
             } else if isSymbol("[") {
                 advance()
@@ -638,10 +644,7 @@ struct Parser {
                     }
                 }
                 nesting -= 1
-                if !expect("]", "to close the subscript") && !isSymbol(")") && !isSymbol("}") {
-                    while !atCloser && !(nesting == 0 && newlineBefore[pos]) { advance() }
-                    if isSymbol("]") { advance() }
-                }
+                close("]", "to close the subscript", lineEnds: nesting == 0)
                 e = Expr(.index(e, items), range(from: e.range.start))
             } else {
                 break
@@ -753,10 +756,7 @@ struct Parser {
                     break
                 }
             }
-            if !expect("]", "to close the list") && !isSymbol(")") && !isSymbol("}") {
-                while !atCloser && !(nesting <= 1 && newlineBefore[pos]) { advance() }
-                if isSymbol("]") { advance() }
-            }
+            close("]", "to close the list", lineEnds: nesting <= 1)
             return Expr(.list(elements), range(from: start))
         default:
             error("expected an expression, found \(describe(t))")
