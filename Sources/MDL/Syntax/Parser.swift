@@ -66,6 +66,16 @@ struct Parser {
         if isSymbol(closer) { advance() }
     }
 
+    /// Declarations, members and statements end at a new line, ';' or '}'. After an item that
+    /// already had an error, the parser resynchronizes quietly.
+    private mutating func endItem(_ what: String, errorsBefore: Int, topLevel: Bool = false) {
+        guard !atEOF, !newlineBefore[pos], !isSymbol(";"), topLevel || !isSymbol("}") else { return }
+        if diags.diagnostics.count == errorsBefore {
+            error("expected a new line or ';' after the \(what), found \(describe(tok))")
+        }
+        synchronize(stopAtCloseBrace: !topLevel)
+    }
+
     /// True at a token that closes an enclosing construct, where recovery must stop.
     private var atCloser: Bool { isSymbol(")") || isSymbol("]") || isSymbol("}") || atEOF }
 
@@ -160,10 +170,7 @@ struct Parser {
             let errorsBefore = diags.diagnostics.count
             if let d = parseDecl() { decls.append(d) }
             if pos == before { advance() }
-            if diags.diagnostics.count == errorsBefore && !atEOF && !isSymbol(";") && !newlineBefore[pos] {
-                error("expected a new line or ';' after the declaration, found \(describe(tok))")
-                synchronize(stopAtCloseBrace: false)
-            }
+            endItem("declaration", errorsBefore: errorsBefore, topLevel: true)
         }
         return SourceModule(file: file, decls: decls)
     }
@@ -255,10 +262,7 @@ struct Parser {
             let errorsBefore = diags.diagnostics.count
             if let m = parseMember() { members.append(m) }
             if pos == before { advance() }
-            if diags.diagnostics.count == errorsBefore && !atEOF && !isSymbol("}") && !isSymbol(";") && !newlineBefore[pos] {
-                error("expected a new line or ';' after the member, found \(describe(tok))")
-                synchronize()
-            }
+            endItem("member", errorsBefore: errorsBefore)
         }
         expect("}", "to close the layer body")
         return members
@@ -454,15 +458,7 @@ struct Parser {
     private mutating func parseStatement() -> Stmt? {
         let errorsBefore = diags.diagnostics.count
         let stmt = parseStatementBody()
-        if diags.diagnostics.count > errorsBefore {
-            // Already reported: resynchronize quietly at the next line.
-            if !atEOF && !isSymbol("}") && !newlineBefore[pos] { synchronize() }
-            return stmt
-        }
-        if stmt != nil && !atEOF && !isSymbol("}") && !isSymbol(";") && !newlineBefore[pos] {
-            error("expected a new line or ';' after the statement, found \(describe(tok))")
-            synchronize()
-        }
+        if stmt != nil || diags.diagnostics.count > errorsBefore { endItem("statement", errorsBefore: errorsBefore) }
         return stmt
     }
 
