@@ -1,0 +1,94 @@
+import CLLVM
+
+/// An error from LLVM, with its message.
+public struct LLVMFailure: Error, CustomStringConvertible {
+    public let description: String
+    static func check(_ e: LLVMErrorRef?, _ what: String) throws {
+        guard let e else { return }
+        let m = LLVMGetErrorMessage(e)
+        let text = m.map { String(cString: $0) } ?? "unknown error"
+        LLVMDisposeErrorMessage(m)
+        throw LLVMFailure(description: "\(what): \(text)")
+    }
+}
+
+/// The machine code generates for: the host CPU with all its features (AVX-512 on these
+/// machines), and the `default<O3>` pipeline with loop and SLP vectorization.
+final class HostTarget {
+    let machine: LLVMTargetMachineRef
+    let triple: String
+
+    init() throws {
+        LLVMInitializeNativeTarget()
+        LLVMInitializeNativeAsmPrinter()
+        let t = LLVMGetDefaultTargetTriple()!
+        defer { LLVMDisposeMessage(t) }
+        triple = String(cString: t)
+        var target: LLVMTargetRef?
+        var message: UnsafeMutablePointer<CChar>?
+        guard LLVMGetTargetFromTriple(t, &target, &message) == 0, let target else {
+            let text = message.map { String(cString: $0) } ?? "unknown target"
+            LLVMDisposeMessage(message)
+            throw LLVMFailure(description: "no LLVM target for \(triple): \(text)")
+        }
+        let cpu = LLVMGetHostCPUName()!, features = LLVMGetHostCPUFeatures()!
+        defer { LLVMDisposeMessage(cpu); LLVMDisposeMessage(features) }
+        guard let m = LLVMCreateTargetMachine(target, t, cpu, features, LLVMCodeGenLevelAggressive, LLVMRelocPIC, LLVMCodeModelJITDefault) else {
+            throw LLVMFailure(description: "cannot create a target machine for \(triple)")
+        }
+        machine = m
+    }
+
+    deinit { LLVMDisposeTargetMachine(machine) }
+
+    /// Runs `default<O3>` with loop and SLP vectorization on a module built for this target.
+    func optimize(_ module: LLVMModuleRef) throws {
+        let layout = LLVMCreateTargetDataLayout(machine)
+        LLVMSetModuleDataLayout(module, layout)
+        LLVMDisposeTargetData(layout)
+        LLVMSetTarget(module, triple)
+        let options = LLVMCreatePassBuilderOptions()
+        defer { LLVMDisposePassBuilderOptions(options) }
+        LLVMPassBuilderOptionsSetLoopVectorization(options, 1)
+        LLVMPassBuilderOptionsSetSLPVectorization(options, 1)
+        LLVMPassBuilderOptionsSetLoopUnrolling(options, 1)
+        try LLVMFailure.check(LLVMRunPasses(module, "default<O3>", machine, options), "optimizing")
+    }
+}
+
+/// An in-process JIT (LLJIT) that resolves symbols of this process (libm, OpenBLAS).
+final class JIT {
+    private let jit: LLVMOrcLLJITRef
+    private let context: LLVMOrcThreadSafeContextRef
+
+    init() throws {
+        var j: LLVMOrcLLJITRef?
+        try LLVMFailure.check(LLVMOrcCreateLLJIT(&j, nil), "creating the JIT")
+        jit = j!
+        var generator: LLVMOrcDefinitionGeneratorRef?
+        try LLVMFailure.check(LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(&generator, LLVMOrcLLJITGetGlobalPrefix(jit), nil, nil), "searching the process")
+        LLVMOrcJITDylibAddGenerator(LLVMOrcLLJITGetMainJITDylib(jit), generator)
+        context = LLVMOrcCreateNewThreadSafeContext()
+    }
+
+    deinit {
+        LLVMOrcDisposeLLJIT(jit)
+        LLVMOrcDisposeThreadSafeContext(context)
+    }
+
+    /// The LLVM context modules for this JIT must be created in.
+    var llvmContext: LLVMContextRef { LLVMOrcThreadSafeContextGetContext(context) }
+
+    /// Takes ownership of `module` and compiles it.
+    func add(_ module: LLVMModuleRef) throws {
+        let tsm = LLVMOrcCreateNewThreadSafeModule(module, context)
+        try LLVMFailure.check(LLVMOrcLLJITAddLLVMIRModule(jit, LLVMOrcLLJITGetMainJITDylib(jit), tsm), "adding a module")
+    }
+
+    /// The address of a compiled function.
+    func address(of name: String) throws -> UInt64 {
+        var a: LLVMOrcExecutorAddress = 0
+        try LLVMFailure.check(LLVMOrcLLJITLookup(jit, &a, name), "looking up '\(name)'")
+        return a
+    }
+}
