@@ -63,6 +63,10 @@ final class CodegenTests: XCTestCase {
         let text = LLVMPrintModuleToString(module)!
         defer { LLVMDisposeMessage(text) }
         XCTAssertTrue(String(cString: text).contains(" x float>"), "the loop was not vectorized:\n\(String(cString: text))")
+        // An object file can be emitted, twice: emission works on a clone and leaves the module intact.
+        let object = try target.objectCode(module)
+        XCTAssertEqual(Array(object.prefix(4)), [0x7F, 0x45, 0x4C, 0x46], "not an ELF object")
+        XCTAssertEqual(try target.objectCode(module).count, object.count)
         LLVMDisposeModule(module)
     }
 

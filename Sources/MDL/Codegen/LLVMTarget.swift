@@ -41,6 +41,23 @@ final class HostTarget {
 
     deinit { LLVMDisposeTargetMachine(machine) }
 
+    /// Machine code for `module` as an object file. Code generation mutates the module it
+    /// runs on, so it runs on a clone and `module` stays usable.
+    func objectCode(_ module: LLVMModuleRef) throws -> [UInt8] {
+        let clone = LLVMCloneModule(module)!
+        defer { LLVMDisposeModule(clone) }
+        var buffer: LLVMMemoryBufferRef?
+        var message: UnsafeMutablePointer<CChar>?
+        guard LLVMTargetMachineEmitToMemoryBuffer(machine, clone, LLVMObjectFile, &message, &buffer) == 0, let buffer else {
+            let text = message.map { String(cString: $0) } ?? "unknown error"
+            LLVMDisposeMessage(message)
+            throw LLVMFailure(description: "emitting an object file: \(text)")
+        }
+        defer { LLVMDisposeMemoryBuffer(buffer) }
+        let start = LLVMGetBufferStart(buffer)!
+        return [UInt8](UnsafeRawBufferPointer(start: start, count: LLVMGetBufferSize(buffer)))
+    }
+
     /// Runs `default<O3>` with loop and SLP vectorization on a module built for this target.
     func optimize(_ module: LLVMModuleRef) throws {
         let layout = LLVMCreateTargetDataLayout(machine)
