@@ -359,11 +359,12 @@ struct Parser {
                 let body = parseBlock("to open the eval body")
                 items.append(.eval(split: split, batch: batch, body: body, range: range(from: s)))
             case .identifier(let name):
+                let errorsBefore = diags.diagnostics.count
                 advance()
                 expect("=", "after the recipe setting '\(name)'")
                 let value = parseExpr()
                 items.append(.setting(name: name, value: value, range: range(from: s)))
-                if isSymbol(",") || isSymbol(";") { advance() }
+                if isSymbol(",") || isSymbol(";") { advance() } else { endItem("recipe setting", errorsBefore: errorsBefore) }
             case .symbol(";"), .symbol(","):
                 advance()
             default:
