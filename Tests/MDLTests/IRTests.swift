@@ -29,19 +29,19 @@ final class IRTests: XCTestCase {
         let text = """
         module @m
 
-        param @w : f32[3,B*T] = normal {mean = 0.0, std = 0.5}
+        param @w : f32[3,5] = normal {mean = 0.0, std = 0.5}
 
-        func proc @p(%x: f32[2,3], %key: i32[]) -> (out: f32[2,B*T]) {
-          %0 = global {name = @w} : f32[3,B*T]
-          %1 = matmul %x, %0 : f32[2,B*T]
+        func proc @p(%x: f32[2,3], %key: i32[]) -> (out: f32[2,5]) {
+          %0 = global {name = @w} : f32[3,5]
+          %1 = matmul %x, %0 : f32[2,5]
           %2 = constant {dtype = i32, shape = [], value = 0} : i32[]
           %3 = constant {dtype = i32, shape = [], value = 4} : i32[]
           %4:2 = loop %2, %3, %1, %key {
-          ^(%6: i32[], %7: f32[2,B*T], %8: i32[]):
+          ^(%6: i32[], %7: f32[2,5], %8: i32[]):
             %9 = rng.fold %8, %6 : i32[]
-            %10 = tanh %7 : f32[2,B*T]
+            %10 = tanh %7 : f32[2,5]
             yield %10, %9
-          } : f32[2,B*T], i32[]
+          } : f32[2,5], i32[]
           return %4
         }
 
@@ -51,6 +51,9 @@ final class IRTests: XCTestCase {
         guard let m else { return }
         XCTAssertEqual(Verifier().verify(m), [])
         XCTAssertEqual(IRPrinter().print(m), text)
+        // Parameters have static shapes.
+        let (symbolic, _) = parseIR(text.replacingOccurrences(of: "param @w : f32[3,5]", with: "param @w : f32[3,B]"))
+        XCTAssertTrue(Verifier().verify(symbolic!).contains { $0.contains("must have a static, non-negative shape") })
     }
 
     func testVerifierCatchesTypeAndDominanceErrors() {

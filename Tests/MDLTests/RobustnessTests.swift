@@ -98,6 +98,36 @@ final class RobustnessTests: XCTestCase {
         XCTAssertTrue(errors(c2).contains { $0.contains("contains itself") }, c2.diagnostics.render())
     }
 
+    /// Inputs that once crashed the compiler (integer overflow, NaN to Int, unbounded nesting,
+    /// negative axes): each must end in a diagnostic or a clean compile, never a trap.
+    func testHostileInputsFromReview() throws {
+        let sources = [
+            ("proc f() -> i32[] { i32(1e30) }", nil),
+            ("proc f() -> i32[] { i32(0.0 / 0.0) }", nil),
+            ("proc f() -> i32[] { i32(1.0) * 9223372036854775807 * 2 }", "does not fit in i32"),
+            ("proc f(x: f32[B]) -> f32[B] { let y = x[0:9223372036854775807:2] ; x }", "is too long"),
+            ("proc f() -> f32[] {\n var s = 0.0\n for i in -1..9223372036854775807 { s = s + 1.0 }\n s\n}", "at most 4096 items"),
+            ("proc f() -> i32[2] { i32(1.0) * [9223372036854775807, 1] }", "does not fit in i32"),
+            ("layer L() { param w: f32[65536, 65536, 65536, 65536] = zeros }\nlet l = L()", "too many elements"),
+            ("proc f() { reshape(zeros([65536, 65536, 65536, 65536]), [0]) }", "too many elements"),
+        ]
+        for (source, message) in sources {
+            let c = Driver.compile(path: "hostile.mdl", source: source)
+            if let message { XCTAssertTrue(errors(c).contains { $0.contains(message) }, "\(source): \(c.diagnostics.render())") }
+        }
+        let ir = [
+            "module @m\nfunc proc @f(%a: f32[2]) -> (f32[2]) {\n  %9223372036854775807:2 = loop %a, %a : f32[2], f32[2]\n  return %a\n}\n",
+            "module @m\nfunc proc @f(%a: f32[4]) -> (f32[4]) {\n  %0 = slice %a {starts = [0], ends = [9223372036854775807], strides = [2]} : f32[4]\n  return %a\n}\n",
+            "module @m\nparam @w : f32[3] = zeros\noptimizer @o = sgd {lr = 0.1, params = [@w]}\nfunc step @s() -> () {\n  %0 = global {name = @w} : f32[3]\n  %1 = sum %0 {axes = [-1]} : f32[]\n  minimize %1 {optimizer = @o}\n  return\n}\n",
+            "module @m\nparam @w : f32[-3] = zeros\n",
+            "module @m\nfunc proc @f() -> () {\n  %0 = constant {dtype = f32, shape = [], value = " + String(repeating: "[", count: 100_000) + "\n",
+            "module @m\nfunc proc @f(%a: i32[]) -> () {\n" + String(repeating: "  %x = loop %a, %a {\n  ^(%i: i32[]):\n", count: 5_000) + "\n",
+        ]
+        for text in ir {
+            for stage in Pipeline.stageNames { _ = Driver.compile(path: "hostile.mdlir", stopAfter: stage, source: text) }
+        }
+    }
+
     func testMutatedIRTextNeverCrashes() throws {
         var rng = SplitMix(state: 99)
         let url = Repo.models.appendingPathComponent("mlp_mnist.mdl")

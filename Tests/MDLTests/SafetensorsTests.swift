@@ -32,6 +32,17 @@ final class SafetensorsTests: XCTestCase {
         garbled[9] = UInt8(ascii: "#")
         expectRefusal(garbled, "the header is not a JSON object")
         XCTAssertThrowsError(try Safetensors.read("/nonexistent.safetensors")) { XCTAssertTrue("\($0)".contains("no such file")) }
+        // Sizes and offsets chosen to overflow Int arithmetic.
+        func file(_ header: String) -> Data {
+            var h = Array(header.utf8)
+            while h.count % 8 != 0 { h.append(0x20) }
+            var d = Data()
+            withUnsafeBytes(of: UInt64(h.count).littleEndian) { d.append(contentsOf: $0) }
+            d.append(contentsOf: h)
+            return d
+        }
+        expectRefusal(file(#"{"a": {"dtype": "F32", "shape": [0], "data_offsets": [9223372036854775807, 9223372036854775807]}}"#), "does not match its shape")
+        expectRefusal(file(#"{"a": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 0]}}"#), "larger than the file")
     }
 
     func testReferenceGradientsMatchTheInterpreterAndCheckTheirInputs() throws {

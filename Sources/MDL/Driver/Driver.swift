@@ -47,7 +47,7 @@ public enum Driver {
         }
         let file = SourceFile(path: path, text: text)
         var module: Module?
-        if path.hasSuffix(".mdlir") || text.drop(while: { $0 == " " || $0 == "\n" }).hasPrefix("module @") {
+        if path.hasSuffix(".mdlir") || looksLikeIR(text) {
             var p = IRParser(file: file, diags: diags)
             module = p.parseModule()
             if let m = module {
@@ -69,6 +69,16 @@ public enum Driver {
         let problems = Verifier().verify(m)
         for p in problems { diags.error("internal compiler error: invalid IR: \(p)", at: .unknown) }
         return Compilation(diagnostics: diags, module: problems.isEmpty ? m : nil)
+    }
+
+    /// IR text starts with `module @`, after blank space and `//` comment lines.
+    static func looksLikeIR(_ text: String) -> Bool {
+        for line in text.split(separator: "\n", omittingEmptySubsequences: true) {
+            let t = line.drop(while: \.isWhitespace)
+            if t.isEmpty || t.hasPrefix("//") { continue }
+            return t.hasPrefix("module @")
+        }
+        return false
     }
 
     /// Syntax and sema for one main file and everything it imports.

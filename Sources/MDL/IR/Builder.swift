@@ -35,7 +35,7 @@ final class IRBuilder {
     }
 
     func constant(_ x: Double, _ dtype: DType = .f32, shape: [Dim] = []) throws -> Value {
-        let value: Attr = dtype == .f32 ? .float(x) : dtype == .i32 ? .int(Int(x)) : .bool(x != 0)
+        let value: Attr = dtype == .f32 ? .float(x) : dtype == .i32 ? .int(exactInt(x).flatMap { fitsInt32($0) ? $0 : nil } ?? 0) : .bool(x != 0)
         return try emit(.constant, [], ["value": value, "dtype": .dtype(dtype), "shape": .dims(shape)])
     }
     func zeros(like v: Value) throws -> Value { try constant(0, type(v).dtype, shape: shape(v)) }
@@ -75,7 +75,7 @@ final class IRBuilder {
     /// Re-inserts reduced axes (as size 1) and broadcasts a reduction's result back to `shape`.
     func expandReduced(_ g: Value, axes: [Int], keepdims: Bool, to shape: [Dim]) throws -> Value {
         var kept = shape
-        for a in axes { kept[a] = 1 }
+        for a in normalizedAxes(axes, rank: shape.count) { kept[a] = 1 }
         let withAxes = keepdims ? g : try reshape(g, kept)
         return try broadcast(withAxes, to: shape)
     }

@@ -62,8 +62,6 @@ public struct Operation {
     var attrs: [String: Attr]
     var regions: [Block] = []
     var location: SourceRange = .unknown
-
-    func attr(_ name: String) -> Attr? { attrs[name] }
 }
 
 /// A straight-line list of operations with block arguments (a loop body's induction variable and carried values).

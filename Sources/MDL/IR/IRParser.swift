@@ -12,6 +12,8 @@ public struct IRParser {
     }
     private var toks: [(Tok, Int)] = []
     private var pos = 0
+    private var depth = 0
+    private static let maxDepth = 100
     private let file: SourceFile
     private let diags: DiagnosticEngine
 
@@ -222,6 +224,9 @@ public struct IRParser {
         case .string(let s): advance(); return .string(s)
         case .symbol(let s): advance(); return .symbol(s)
         case .punct("["):
+            depth += 1
+            defer { depth -= 1 }
+            guard depth <= IRParser.maxDepth else { throw err("attribute lists nested more than \(IRParser.maxDepth) levels") }
             advance()
             var xs: [Attr] = []
             while tok != .punct("]") {
@@ -294,11 +299,12 @@ public struct IRParser {
                 var count = 1
                 if tok == .punct(":") {
                     advance()
-                    guard case .int(let c) = tok, c >= 1 else { throw err("expected a result count after ':'") }
+                    guard case .int(let c) = tok, c >= 1, c <= 4096 else { throw err("expected a result count from 1 to 4096 after ':'") }
                     count = c
                     advance()
                 }
                 try expect("=")
+                guard count == 1 || Int(n) != nil else { throw err("an op with several results is named by a number, such as %7:2") }
                 resultNames = count == 1 ? [n] : (0..<count).map { "\(n)#\($0)" }
             }
             let opName = try ident()
@@ -316,6 +322,9 @@ public struct IRParser {
             let attrs = try parseAttrsIfAny()
             var regions: [Block] = []
             if tok == .punct("{") {
+                depth += 1
+                defer { depth -= 1 }
+                guard depth <= IRParser.maxDepth else { throw err("loops nested more than \(IRParser.maxDepth) levels") }
                 advance()
                 var inner = scope
                 try expect("^")
@@ -348,9 +357,10 @@ public struct IRParser {
                 let v = f.newValue(t)
                 if n.contains("#") {
                     // `%r:2` defines %r#0 and %r#1; the printer names them with consecutive numbers.
-                    let base = String(n.split(separator: "#")[0]), idx = Int(n.split(separator: "#")[1])!
-                    let name = Int(base).map { String($0 + idx) } ?? (idx == 0 ? base : "\(base)#\(idx)")
-                    scope[name] = v
+                    let base = Int(n.split(separator: "#")[0])!, idx = Int(n.split(separator: "#")[1])!
+                    let (number, overflow) = base.addingReportingOverflow(idx)
+                    guard !overflow else { throw err("result number %\(base) is too large") }
+                    scope[String(number)] = v
                 } else {
                     if scope[n] != nil { pos = opStart; throw err("value '%\(n)' is defined twice") }
                     scope[n] = v

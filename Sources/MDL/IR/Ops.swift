@@ -173,8 +173,14 @@ extension OpKind {
     func inferTypes(_ operands: [TensorType], _ attrs: [String: Attr]) throws -> [TensorType] {
         let types = try ruleTypes(operands, attrs)
         for t in types {
+            var count = 1
             for d in t.shape {
-                if let c = d.constant, c < 0 { throw fail("'\(name)' would produce the negative size \(c) in \(t)") }
+                guard let c = d.constant else { continue }
+                if c < 0 { throw fail("'\(name)' would produce the negative size \(c) in \(t)") }
+                let (p, overflow) = count.multipliedReportingOverflow(by: c)
+                // 2^40 elements is far beyond any machine this runs on; larger counts also wrap.
+                if overflow || p > 1 << 40 { throw fail("'\(name)' would produce \(t), which has too many elements") }
+                count = p
             }
         }
         return types
@@ -247,6 +253,13 @@ extension OpKind {
             return [t[0].with(dtype: try dtype("dtype"))]
         case .constant:
             let shape = try dims("shape")
+            if try dtype("dtype") == .i32 {
+                let values: [Attr]
+                if case .list(let vs) = attrs["value"]! { values = vs } else { values = [attrs["value"]!] }
+                for v in values {
+                    guard let i = v.intValue, fitsInt32(i) else { throw fail("the i32 constant \(IRPrinter().attr(v)) is not an integer in the i32 range") }
+                }
+            }
             if case .list(let vs) = attrs["value"]! {
                 guard let n = TensorType(.f32, shape).staticCount, n == vs.count else {
                     throw fail("constant has \(vs.count) values but shape \(TensorType(.f32, shape))")
@@ -255,6 +268,7 @@ extension OpKind {
             return [TensorType(try dtype("dtype"), shape)]
         case .iota:
             let shape = try dims("shape")
+            guard try int("axis") >= 0 else { throw fail("iota's axis must be non-negative") }
             _ = try axis(try int("axis"), rank: shape.count)
             return [TensorType(.i32, shape)]
         case .sym:
@@ -302,6 +316,7 @@ extension OpKind {
                 let len = ends[i] - starts[i]
                 if let c = len.constant {
                     guard c >= 0 else { throw fail("slice \(starts[i])..\(ends[i]) is empty or reversed on axis \(i)") }
+                    guard c < 1 << 40 else { throw fail("slice \(starts[i])..\(ends[i]) of axis \(i) is too long") }
                     shape.append(Dim((c + strides[i] - 1) / strides[i]))
                 } else if strides[i] == 1 {
                     shape.append(len)

@@ -119,6 +119,18 @@ public struct TensorType: Hashable, Sendable, CustomStringConvertible {
     func with(shape: [Dim]) -> TensorType { TensorType(dtype, shape) }
 }
 
+/// The Int nearest a double when it is finite and within `limit`, else nil (never traps).
+func exactInt(_ v: Double, limit: Double = 0x1p62) -> Int? {
+    guard v.isFinite, v.magnitude < limit else { return nil }
+    return Int(v.rounded(.towardZero))
+}
+
+/// True when `v` is a value an i32 tensor can hold.
+func fitsInt32(_ v: Int) -> Bool { v >= Int(Int32.min) && v <= Int(Int32.max) }
+
+/// Axes in canonical (non-negative) form.
+func normalizedAxes(_ axes: [Int], rank: Int) -> [Int] { axes.map { $0 < 0 ? $0 + rank : $0 } }
+
 /// NumPy broadcasting of two shapes; nil when incompatible.
 func broadcastShapes(_ a: [Dim], _ b: [Dim]) -> [Dim]? {
     let n = max(a.count, b.count)

@@ -9,6 +9,9 @@ public struct Verifier {
         var names = Set<String>()
         for g in m.globals {
             if !names.insert(g.name).inserted { errors.append("global @\(g.name) is declared twice") }
+            if g.type.shape.contains(where: { ($0.constant ?? -1) < 0 }) || g.type.staticCount.map({ $0 > 1 << 40 }) ?? true {
+                errors.append("global @\(g.name) must have a static, non-negative shape of at most 2^40 elements, not \(g.type)")
+            }
         }
         let optimizers = Set(m.entries.filter { $0.kind == .optimizer }.map(\.name))
         for e in m.entries where e.kind == .optimizer {
@@ -19,6 +22,9 @@ public struct Verifier {
         var functionNames = Set<String>()
         for f in m.functions {
             if !functionNames.insert(f.name).inserted { errors.append("function @\(f.name) is defined twice") }
+            for a in f.arguments where f.type(of: a).shape.contains(where: { ($0.constant ?? 0) < 0 }) {
+                errors.append("in @\(f.name): argument of negative size \(f.type(of: a))")
+            }
             var defined = Set(f.arguments.map(\.id))
             verify(block: f.body, in: f, module: m, optimizers: optimizers, defined: &defined, terminator: .return, expected: f.resultTypes, errors: &errors)
         }
@@ -60,9 +66,10 @@ public struct Verifier {
                 }
                 if op.op == .minimize || op.op == .apply_gradients {
                     if case .symbol(let o)? = op.attrs["optimizer"], optimizers.contains(o) {} else {
-                        errors.append("\(at): 'minimize' names an unknown optimizer")
+                        errors.append("\(at): '\(op.op.name)' names an unknown optimizer")
                     }
-                    if operandTypes[0] != TensorType(.f32, []) { errors.append("\(at): 'minimize' needs an f32[] loss, got \(operandTypes[0])") }
+                    if operandTypes[0] != TensorType(.f32, []) { errors.append("\(at): '\(op.op.name)' needs an f32[] loss, got \(operandTypes[0])") }
+                    if f.kind != .step { errors.append("\(at): '\(op.op.name)' is only allowed in step functions") }
                 }
                 if op.op == .return || op.op == .yield {
                     if operandTypes != expected {

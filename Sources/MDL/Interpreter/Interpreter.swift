@@ -95,7 +95,7 @@ public final class Interpreter {
             case .return, .yield:
                 return operands
             case .loop:
-                let lo = Int(operands[0].scalar), hi = Int(operands[1].scalar)
+                guard let lo = exactInt(operands[0].scalar), let hi = exactInt(operands[1].scalar) else { throw InterpreterError(message: "loop bounds are not integers") }
                 var carried = Array(operands.dropFirst(2))
                 let body = op.regions[0]
                 if lo < hi {
@@ -174,7 +174,7 @@ public final class Interpreter {
             if case .list(let vs)? = a["value"] { return Tensor(dtype, shape, vs.map { $0.doubleValue ?? 0 }) }
             return Tensor(dtype, shape, repeating: a["value"]?.doubleValue ?? 0)
         case .iota:
-            let axis = a["axis"]!.intValue!
+            let axis = Interpreter.normalize(a["axis"]!.intValue!, shape.count)
             let st = strides(shape)
             return Tensor(.i32, shape, (0..<shape.reduce(1, *)).map { Double(($0 / st[axis]) % shape[axis]) })
         case .sym:
@@ -246,7 +246,7 @@ public final class Interpreter {
             out.reserveCapacity(shape.reduce(1, *))
             for o in 0..<outer {
                 for idx in x[1].data {
-                    let i = Int(idx)
+                    let i = exactInt(idx) ?? -1
                     guard i >= 0 && i < n else { throw InterpreterError(message: "take: index \(i) is out of range for size \(n)") }
                     let start = (o * n + i) * inner
                     out += x[0].data[start..<(start + inner)]
@@ -260,7 +260,7 @@ public final class Interpreter {
             var out = [Double](repeating: 0, count: shape.reduce(1, *))
             for o in 0..<outer {
                 for j in 0..<e {
-                    let i = Int(x[1].data[j])
+                    let i = exactInt(x[1].data[j]) ?? -1
                     guard i >= 0 && i < n else { throw InterpreterError(message: "scatter_add: index \(i) is out of range for size \(n)") }
                     for q in 0..<inner { out[(o * n + i) * inner + q] += x[0].data[(o * e + j) * inner + q] }
                 }
@@ -269,7 +269,7 @@ public final class Interpreter {
         case .update_slice:
             let axis = Interpreter.normalize(a["axis"]!.intValue!, shape.count)
             let outer = shape[..<axis].reduce(1, *), inner = shape[(axis + 1)...].reduce(1, *), n = shape[axis]
-            let i = Int(x[2].scalar)
+            let i = exactInt(x[2].scalar) ?? -1
             guard i >= 0 && i < n else { throw InterpreterError(message: "update: index \(i) is out of range for size \(n)") }
             var out = x[0].data
             for o in 0..<outer { for q in 0..<inner { out[(o * n + i) * inner + q] = x[1].data[o * inner + q] } }
@@ -277,7 +277,7 @@ public final class Interpreter {
         case .one_hot:
             let depth = a["depth"]!.intValue!
             var out = [Double](repeating: 0, count: shape.reduce(1, *))
-            for (j, v) in x[0].data.enumerated() where v >= 0 && Int(v) < depth { out[j * depth + Int(v)] = 1 }
+            for (j, v) in x[0].data.enumerated() { if let i = exactInt(v), i >= 0 && i < depth { out[j * depth + i] = 1 } }
             return Tensor(.f32, shape, out)
         case .matmul:
             return matmul(x[0], x[1], shape)
@@ -292,7 +292,7 @@ public final class Interpreter {
         case .random_uniform, .random_normal, .random_randint, .random_bernoulli, .random_categorical:
             return random(op.op, x, a, dtype: dtype, shape: shape)
         case .rng_fold:
-            return .scalar(Double(CounterRNG.fold(key: Int32(x[0].scalar), Int32(x[1].scalar))), .i32)
+            return .scalar(Double(CounterRNG.fold(key: Int32(truncatingIfNeeded: exactInt(x[0].scalar) ?? 0), Int32(truncatingIfNeeded: exactInt(x[1].scalar) ?? 0))), .i32)
         case .global:
             guard case .symbol(let n)? = a["name"], let g = globals[n] else { throw InterpreterError(message: "unknown global") }
             return g
@@ -479,7 +479,7 @@ public final class Interpreter {
     }
 
     private func random(_ op: OpKind, _ x: [Tensor], _ a: [String: Attr], dtype: DType, shape: [Int]) -> Tensor {
-        let key = Int32(x[0].scalar), stream = a["stream"]!.intValue!
+        let key = Int32(truncatingIfNeeded: exactInt(x[0].scalar) ?? 0), stream = a["stream"]!.intValue!
         let n = shape.reduce(1, *)
         switch op {
         case .random_uniform:
@@ -488,8 +488,8 @@ public final class Interpreter {
         case .random_normal:
             return Tensor(.f32, shape, (0..<n).map { CounterRNG.normal(key: key, stream: stream, index: $0) })
         case .random_randint:
-            let lo = a["low"]!.intValue!, hi = a["high"]!.intValue!
-            return Tensor(.i32, shape, (0..<n).map { Double(lo + Int(CounterRNG.bits(key: key, stream: stream, index: $0) % UInt64(hi - lo))) })
+            let lo = a["low"]!.intValue!, span = UInt64(max(1, a["high"]!.intValue! &- lo))
+            return Tensor(.i32, shape, (0..<n).map { Double(lo &+ Int(CounterRNG.bits(key: key, stream: stream, index: $0) % span)) })
         case .random_bernoulli:
             return Tensor(.f32, shape, (0..<n).map { CounterRNG.uniform(key: key, stream: stream, index: $0) < x[1].data[$0] ? 1 : 0 })
         default: // categorical: Gumbel-max over the last axis

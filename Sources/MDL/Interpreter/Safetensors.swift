@@ -33,8 +33,13 @@ public enum Safetensors {
                   offsets.count == 2 else { throw fail("the entry '\(name)' lacks dtype, shape or data_offsets") }
             guard let width = widths[dtype] else { throw fail("'\(name)' has the unsupported dtype \(dtype)") }
             guard shape.allSatisfy({ $0 >= 0 }) else { throw fail("'\(name)' has a negative size") }
-            let count = shape.reduce(1, *)
-            guard offsets[0] >= 0, offsets[1] - offsets[0] == count * width, body + offsets[1] <= bytes.count else {
+            var count = 1
+            for d in shape {
+                let (p, overflow) = count.multipliedReportingOverflow(by: d)
+                guard !overflow, p <= bytes.count else { throw fail("'\(name)' has shape \(shape), larger than the file") }
+                count = p
+            }
+            guard offsets[0] >= 0, offsets[1] >= offsets[0], offsets[1] <= bytes.count - body, offsets[1] - offsets[0] == count * width else {
                 throw fail("the data of '\(name)' (offsets \(offsets)) does not match its shape \(shape) or lies outside the file")
             }
             var values = [Double](repeating: 0, count: count)
@@ -51,6 +56,9 @@ public enum Safetensors {
                 }
             }
             let type: DType = dtype.hasPrefix("F") ? .f32 : dtype == "BOOL" ? .bool : .i32
+            if type == .i32, let bad = values.first(where: { !fitsInt32(Int($0)) }) {
+                throw fail("'\(name)' holds \(Int(bad)), outside the i32 range")
+            }
             out[name] = Tensor(type, shape, values)
         }
         return out
@@ -67,7 +75,7 @@ public enum Safetensors {
             for v in t.data {
                 switch t.dtype {
                 case .f32: withUnsafeBytes(of: v.bitPattern.littleEndian) { payload += $0 }
-                case .i32: withUnsafeBytes(of: Int32(v).littleEndian) { payload += $0 }
+                case .i32: withUnsafeBytes(of: Int32(truncatingIfNeeded: exactInt(v) ?? 0).littleEndian) { payload += $0 }
                 case .bool: payload.append(v != 0 ? 1 : 0)
                 }
             }

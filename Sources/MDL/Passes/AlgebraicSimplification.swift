@@ -53,8 +53,8 @@ enum AlgebraicSimplification {
             if fill(op.operands[1]) == 1 { return same(op.operands[0]) }
         case .neg:
             if let d = defs[op.operands[0].id], d.op == .neg { return same(d.operands[0]) }
-        case .reshape, .broadcast, .cast, .stop_gradient:
-            if op.op != .stop_gradient { return same(op.operands[0]) }
+        case .reshape, .broadcast, .cast:
+            return same(op.operands[0])
         case .transpose:
             if let p = op.attrs["perm"]?.ints, p == Array(0..<p.count) { return same(op.operands[0]) }
         default: break

@@ -10,6 +10,11 @@ enum Autodiff {
     static func run(_ m: Module, _ diags: DiagnosticEngine) -> Module {
         var missing: [Operation] = []
         for f in m.functions where f.kind == .step {
+            let minimizes = f.body.operations.filter { $0.op == .minimize }
+            if minimizes.count > 1 {
+                diags.error("a step function has one 'minimize'; @\(f.name) has \(minimizes.count)", at: minimizes[1].location)
+                continue
+            }
             guard let at = f.body.operations.firstIndex(where: { $0.op == .minimize }) else { continue }
             let minimize = f.body.operations[at]
             guard case .symbol(let opt)? = minimize.attrs["optimizer"],
@@ -168,7 +173,7 @@ enum Autodiff {
         .cast: { _, a in [a.g] },
         .sum: { b, a in [try b.expandReduced(a.g, axes: a.attr("axes")!.ints!, keepdims: a.attr("keepdims") == .bool(true), to: b.shape(a.x[0]))] },
         .mean: { b, a in
-            let axes = a.attr("axes")!.ints!
+            let axes = normalizedAxes(a.attr("axes")!.ints!, rank: b.shape(a.x[0]).count)
             let count = axes.map { b.shape(a.x[0])[$0] }.reduce(Dim(1), *)
             let spread = try b.expandReduced(a.g, axes: axes, keepdims: a.attr("keepdims") == .bool(true), to: b.shape(a.x[0]))
             return [try b.div(spread, try b.size(count))]
@@ -309,7 +314,7 @@ enum Autodiff {
 
     /// max/min over axes: the gradient is shared evenly by the elements equal to the extremum.
     private static func reducedExtremum(_ b: IRBuilder, _ a: Adjoint) throws -> [Value?] {
-        let axes = a.attr("axes")!.ints!, keep = a.attr("keepdims") == .bool(true), s = b.shape(a.x[0])
+        let s = b.shape(a.x[0]), axes = normalizedAxes(a.attr("axes")!.ints!, rank: s.count), keep = a.attr("keepdims") == .bool(true)
         let y = try b.expandReduced(a.y, axes: axes, keepdims: keep, to: s)
         let mask = try b.emit(.cast, [try b.emit(.eq, [a.x[0], y])], ["dtype": .dtype(.f32)])
         let count = try b.broadcast(try b.emit(.sum, [mask], ["axes": .ints(axes), "keepdims": .bool(true)]), to: s)

@@ -14,8 +14,13 @@ enum ConstantFolding {
                 guard !op.operands.isEmpty, values.allSatisfy({ $0 != nil }), op.results.count == 1,
                       let folded = fold(op, values.map { $0! }, operandTypes: op.operands.map(f.type(of:))) else { return [op] }
                 let t = f.type(of: op.results[0])
+                var attr: Attr = t.dtype == .f32 ? .float(folded) : .bool(folded != 0)
+                if t.dtype == .i32 {
+                    // An integer result outside i32 keeps its op: folding must not change its meaning.
+                    guard let i = exactInt(folded), fitsInt32(i) else { return [op] }
+                    attr = .int(i)
+                }
                 fills[op.results[0].id] = folded
-                let attr: Attr = t.dtype == .f32 ? .float(folded) : t.dtype == .i32 ? .int(Int(folded)) : .bool(folded != 0)
                 return [Operation(op: .constant, operands: [], results: op.results,
                                   attrs: ["value": attr, "dtype": .dtype(t.dtype), "shape": .dims(t.shape)], location: op.location)]
             }

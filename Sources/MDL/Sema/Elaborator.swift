@@ -310,6 +310,15 @@ final class Elaborator {
                 return nil
             }
         }
+        var count = 1
+        for d in dims {
+            let (p, overflow) = count.multipliedReportingOverflow(by: d.constant!)
+            if overflow || p > 1 << 40 {
+                error("\(TensorType(dt, dims)) has too many elements (at most 2^40)", t.range)
+                return nil
+            }
+            count = p
+        }
         return TensorType(dt, dims)
     }
 

@@ -179,6 +179,10 @@ extension Elaborator {
         case .tensor(let t): return t
         case .int(let i):
             let d = dtype ?? .i32
+            if d == .i32 && !fitsInt32(i) {
+                error("the integer \(i) does not fit in i32", range)
+                return nil
+            }
             return constant(d == .bool ? .bool(i != 0) : d == .f32 ? .float(Double(i)) : .int(i), d, at: range)
         case .float(let x):
             guard dtype == nil || dtype == .f32 else { return nil }
@@ -192,7 +196,12 @@ extension Elaborator {
             var flat: [SVal] = []
             guard flattenList(v, depth: 0, shape: &shape, into: &flat), !flat.isEmpty else { return nil }
             let isFloat = dtype == .f32 || flat.contains { if case .float = $0 { return true }; return false }
-            let values: [Attr] = flat.map { isFloat ? .float(number($0)!) : .int(Int(number($0)!)) }
+            var values: [Attr] = []
+            for x in flat {
+                if isFloat { values.append(.float(number(x)!)); continue }
+                guard case .int(let i) = x, fitsInt32(i) else { error("the integer \(x.kindName == "an integer" ? "" : "value ")in this list does not fit in i32", range); return nil }
+                values.append(.int(i))
+            }
             return constant(.list(values), isFloat ? .f32 : .i32, shape: shape, at: range)
         case .dim(let d):
             if let c = d.constant { return toTensor(.int(c), dtype: dtype, at: range) }
@@ -499,7 +508,8 @@ extension Elaborator {
                 var clampedEnd = en
                 if let c = en.constant, let sz = size.constant, c > sz { clampedEnd = Dim(sz) }
                 if let c = s.constant, let sz = size.constant, c > sz || c < 0 {
-                    error("slice start \(c - (lo.map { _ in 0 } ?? 0)) is outside the size \(sz) of axis \(axis)", lo?.range ?? range)
+                    let written = c < 0 ? c - sz : c
+                    error("slice start \(written) is outside the size \(sz) of axis \(axis)", lo?.range ?? range)
                     return .error
                 }
                 starts.append(s); ends.append(clampedEnd); strides.append(step)

@@ -173,8 +173,9 @@ extension Elaborator {
     func compileTimeSequence(_ seq: SVal, at range: SourceRange) -> [SVal]? {
         switch seq {
         case .range(.int(let lo), .int(let hi), let reversed):
-            if hi > lo && hi - lo > 4096 {
-                error("a compile-time iteration may have at most 4096 items (this range has \(hi - lo)); use 'loop' for a run-time loop", range)
+            let (length, overflow) = hi.subtractingReportingOverflow(lo)
+            if hi > lo && (overflow || length > 4096) {
+                error("a compile-time iteration may have at most 4096 items (this range has \(overflow ? "more than 2^63" : String(length))); use 'loop' for a run-time loop", range)
                 return nil
             }
             let items = lo < hi ? (lo..<hi).map(SVal.int) : []
