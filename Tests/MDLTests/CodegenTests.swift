@@ -47,6 +47,35 @@ final class CodegenTests: XCTestCase {
         }
     }
 
+    typealias Gemm = @convention(c) (UnsafeMutablePointer<Float>?, UnsafePointer<Float>?, UnsafePointer<Float>?, Int32, Int32, Int32) -> Void
+
+    /// Generated calls of OpenBLAS's sgemm, with transposes folded into the call, against the interpreter's matmul.
+    func testGemmCallsOpenBLAS() throws {
+        var rng = RobustnessTests.SplitMix(state: 21)
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let jit = try JIT()
+            let module = LLVMModuleCreateWithNameInContext("gemm", jit.llvmContext)!
+            GemmCall(transposeA: ta, transposeB: tb).emit(name: "gemm", into: module, context: jit.llvmContext)
+            try target.optimize(module)
+            try jit.add(module)
+            let fp = unsafeBitCast(UnsafeRawPointer(bitPattern: UInt(try jit.address(of: "gemm")))!, to: Gemm.self)
+            for (m, n, k) in [(1, 1, 1), (3, 17, 33), (33, 3, 17), (64, 100, 70)] {
+                let aShape = ta ? [k, m] : [m, k], bShape = tb ? [n, k] : [k, n]
+                let a = (0..<(m * k)).map { _ in Float(Double.random(in: -1...1, using: &rng)) }
+                let bv = (0..<(k * n)).map { _ in Float(Double.random(in: -1...1, using: &rng)) }
+                var c = [Float](repeating: .nan, count: m * n)
+                a.withUnsafeBufferPointer { ap in bv.withUnsafeBufferPointer { bp in fp(&c, ap.baseAddress, bp.baseAddress, Int32(m), Int32(n), Int32(k)) } }
+                let source = "proc p(a: f32[\(aShape[0]), \(aShape[1])], b: f32[\(bShape[0]), \(bShape[1])]) { \(ta ? "a.T" : "a") @ \(tb ? "b.T" : "b") }"
+                guard let mod = compileOK(source) else { return }
+                let reference = try Interpreter(module: mod).run("p", [Tensor(.f32, aShape, a.map(Double.init)), Tensor(.f32, bShape, bv.map(Double.init))])[0]
+                for i in 0..<(m * n) where abs(Double(c[i]) - reference.data[i]) > 1e-5 * max(1, abs(reference.data[i])) {
+                    XCTFail("sgemm ta=\(ta) tb=\(tb) \(m)x\(n)x\(k) element \(i): \(c[i]) vs \(reference.data[i])")
+                    break
+                }
+            }
+        }
+    }
+
     func testTargetIsTheHostCPU() throws {
         let cpu = LLVMGetHostCPUName()!
         defer { LLVMDisposeMessage(cpu) }
