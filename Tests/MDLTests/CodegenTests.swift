@@ -76,6 +76,40 @@ final class CodegenTests: XCTestCase {
         }
     }
 
+    typealias Reduce = @convention(c) (UnsafeMutablePointer<Float>?, UnsafePointer<Float>?, Int64, Int64) -> Void
+
+    /// Reductions over the last axis against the interpreter; the reassociated sum vectorizes.
+    func testReductionsOverTheLastAxis() throws {
+        var rng = RobustnessTests.SplitMix(state: 31)
+        for (kind, builtin) in [(ReductionKernel.Kind.sum, "sum"), (.mean, "mean"), (.max, "max"), (.min, "min")] {
+            let jit = try JIT()
+            let module = LLVMModuleCreateWithNameInContext("reduce", jit.llvmContext)!
+            ReductionKernel(kind: kind).emit(name: "reduce", into: module, context: jit.llvmContext)
+            var message: UnsafeMutablePointer<CChar>?
+            XCTAssertEqual(LLVMVerifyModule(module, LLVMReturnStatusAction, &message), 0, message.map { String(cString: $0) } ?? "")
+            LLVMDisposeMessage(message)
+            try target.optimize(module)
+            if kind == .sum {
+                let text = LLVMPrintModuleToString(module)!
+                XCTAssertTrue(String(cString: text).contains(" x float>"), "the sum was not vectorized")
+                LLVMDisposeMessage(text)
+            }
+            try jit.add(module)
+            let fp = unsafeBitCast(UnsafeRawPointer(bitPattern: UInt(try jit.address(of: "reduce")))!, to: Reduce.self)
+            for (rows, cols) in [(1, 1), (3, 17), (2, 33), (5, 1000)] {
+                let x = (0..<(rows * cols)).map { _ in Float(Double.random(in: -2...2, using: &rng)) }
+                var out = [Float](repeating: .nan, count: rows)
+                x.withUnsafeBufferPointer { fp(&out, $0.baseAddress, Int64(rows), Int64(cols)) }
+                guard let m = compileOK("proc p(x: f32[\(rows), \(cols)]) { \(builtin)(x, axis = 1) }") else { return }
+                let reference = try Interpreter(module: m).run("p", [Tensor(.f32, [rows, cols], x.map(Double.init))])[0]
+                for i in 0..<rows where abs(Double(out[i]) - reference.data[i]) > 1e-5 * Double(cols).squareRoot() * max(1, abs(reference.data[i])) {
+                    XCTFail("\(builtin) \(rows)x\(cols) row \(i): \(out[i]) vs \(reference.data[i])")
+                    break
+                }
+            }
+        }
+    }
+
     func testTargetIsTheHostCPU() throws {
         let cpu = LLVMGetHostCPUName()!
         defer { LLVMDisposeMessage(cpu) }
