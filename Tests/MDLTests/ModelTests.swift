@@ -88,11 +88,7 @@ struct InterpreterHarness {
         if data.type == "generator" {
             guard case .symbol(let fn)? = data.attrs[split] ?? data.attrs["train"] else { throw InterpreterError(message: "no generator for \(split)") }
             let full = try interpreter.run(fn, [], key: 11)
-            return full.map { t in
-                let n = min(batchSize, t.shape[0])
-                let per = t.count / t.shape[0]
-                return Tensor(t.dtype, [n] + t.shape.dropFirst(), Array(t.data[0..<(n * per)]))
-            }
+            return full.map { $0.rows(0, min(batchSize, $0.shape[0])) }
         }
         var rng = RobustnessTests.SplitMix(state: seed)
         let b = batchSize

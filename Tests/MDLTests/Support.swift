@@ -20,6 +20,14 @@ enum Repo {
     }
 }
 
+extension Tensor {
+    /// Examples `start ..< start + count` along the leading axis.
+    func rows(_ start: Int, _ count: Int) -> Tensor {
+        let per = self.count / shape[0]
+        return Tensor(dtype, [count] + shape.dropFirst(), Array(data[(start * per)..<((start + count) * per)]))
+    }
+}
+
 /// Compiles source text as if it were a file in Models/ (so `import std.nn` resolves).
 func compile(_ source: String, name: String = "test.mdl", stopAfter: String = "sema") -> Compilation {
     Driver.compile(path: Repo.models.appendingPathComponent(name).path, stopAfter: stopAfter, source: source)

@@ -19,17 +19,13 @@ final class TrainingTests: XCTestCase {
         }
         let examples = try interpreter.run(generator, [], key: 1)
         let count = examples[0].shape[0]
-        func slice(_ t: Tensor, _ start: Int, _ n: Int) -> Tensor {
-            let per = t.count / t.shape[0]
-            return Tensor(t.dtype, [n] + t.shape.dropFirst(), Array(t.data[(start * per)..<((start + n) * per)]))
-        }
         let perEpoch = count / batch
         let updates = m.recipe["steps"]?.intValue ?? (m.recipe["epochs"]!.intValue! * perEpoch)
         for e in m.entries where e.kind == .optimizer { interpreter.globals["\(e.name).total_steps"] = .scalar(Double(updates)) }
         let steps = m.recipe["updates"]?.symbols ?? []
         for u in 0..<updates {
             let start = (u % perEpoch) * batch
-            for s in steps { _ = try interpreter.run(s, examples.map { slice($0, start, batch) }, key: Int32(u)) }
+            for s in steps { _ = try interpreter.run(s, examples.map { $0.rows(start, batch) }, key: Int32(u)) }
         }
         if let metrics = m.function("metrics") {
             let out = try interpreter.run(metrics.name, [], key: 99)
@@ -40,7 +36,7 @@ final class TrainingTests: XCTestCase {
         guard let eval = m.function("eval.\(split)") else { return [:] }
         var sums = [Double](repeating: 0, count: eval.resultTypes.count)
         for b in 0..<perEpoch {
-            let out = try interpreter.run(eval.name, examples.map { slice($0, b * batch, batch) })
+            let out = try interpreter.run(eval.name, examples.map { $0.rows(b * batch, batch) })
             for (i, t) in out.enumerated() { sums[i] += t.scalar }
         }
         let result = Dictionary(uniqueKeysWithValues: zip(eval.resultNames, sums.map { $0 / Double(perEpoch) }))

@@ -20,8 +20,7 @@ struct ElementwiseKernel {
         var params = [LLVMTypeRef?](repeating: ptr, count: f.arguments.count + 1) + [i64]
         let fnType = LLVMFunctionType(LLVMVoidTypeInContext(ctx), &params, UInt32(params.count), 0)
         let fn = LLVMAddFunction(module, name, fnType)!
-        let noalias = LLVMGetEnumAttributeKindForName("noalias", 7)
-        for i in 0...f.arguments.count { LLVMAddAttributeAtIndex(fn, UInt32(i + 1), LLVMCreateEnumAttribute(ctx, noalias, 0)) }
+        markNoAlias(fn, parameters: Array(0...f.arguments.count), context: ctx)
 
         let entry = LLVMAppendBasicBlockInContext(ctx, fn, "entry"), loop = LLVMAppendBasicBlockInContext(ctx, fn, "loop"),
             exit = LLVMAppendBasicBlockInContext(ctx, fn, "exit")
@@ -52,11 +51,7 @@ struct ElementwiseKernel {
             let x = op.operands.map { values[$0.id]! }
             values[op.results[0].id] = try math.apply(op, x)
         }
-        let next = LLVMBuildAdd(b, i, LLVMConstInt(i64, 1, 0), "next")
-        LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, next, n, "more"), loop, exit)
-        var incoming: [LLVMValueRef?] = [zero, next]
-        var blocks: [LLVMBasicBlockRef?] = [entry, loop]
-        LLVMAddIncoming(i, &incoming, &blocks, 2)
+        closeCountedLoop(b, index: i, bound: n, header: loop, preheader: entry, exit: exit)
         LLVMPositionBuilderAtEnd(b, exit)
         LLVMBuildRetVoid(b)
     }

@@ -13,15 +13,14 @@ struct ReductionKernel {
         let f32 = LLVMFloatTypeInContext(ctx)!, i64 = LLVMInt64TypeInContext(ctx)!, ptr = LLVMPointerTypeInContext(ctx, 0)!
         var params: [LLVMTypeRef?] = [ptr, ptr, i64, i64]
         let fn = LLVMAddFunction(module, name, LLVMFunctionType(LLVMVoidTypeInContext(ctx), &params, 4, 0))!
-        let noalias = LLVMGetEnumAttributeKindForName("noalias", 7)
-        for i in 1...2 { LLVMAddAttributeAtIndex(fn, UInt32(i), LLVMCreateEnumAttribute(ctx, noalias, 0)) }
+        markNoAlias(fn, parameters: [0, 1], context: ctx)
         let b = LLVMCreateBuilderInContext(ctx)!
         defer { LLVMDisposeBuilder(b) }
         let entry = LLVMAppendBasicBlockInContext(ctx, fn, "entry"), rowLoop = LLVMAppendBasicBlockInContext(ctx, fn, "row"),
             colLoop = LLVMAppendBasicBlockInContext(ctx, fn, "col"), rowEnd = LLVMAppendBasicBlockInContext(ctx, fn, "row.end"),
             exit = LLVMAppendBasicBlockInContext(ctx, fn, "exit")
         let (out, input, rows, cols) = (LLVMGetParam(fn, 0), LLVMGetParam(fn, 1), LLVMGetParam(fn, 2), LLVMGetParam(fn, 3))
-        let zero = LLVMConstInt(i64, 0, 0), one = LLVMConstInt(i64, 1, 0)
+        let zero = LLVMConstInt(i64, 0, 0)
         let identity: Double = kind == .max ? -Double.infinity : kind == .min ? Double.infinity : 0
 
         LLVMPositionBuilderAtEnd(b, entry)
@@ -49,12 +48,10 @@ struct ReductionKernel {
             var args: [LLVMValueRef?] = [acc, x]
             next = LLVMBuildCall2(b, type, callee, &args, 2, "")
         }
-        let cNext = LLVMBuildAdd(b, c, one, "")
-        LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, cNext, cols, ""), colLoop, rowEnd)
-        var cIn: [LLVMValueRef?] = [zero, cNext], accIn: [LLVMValueRef?] = [LLVMConstReal(f32, identity), next]
-        var cFrom: [LLVMBasicBlockRef?] = [rowLoop, colLoop]
-        LLVMAddIncoming(c, &cIn, &cFrom, 2)
-        LLVMAddIncoming(acc, &accIn, &cFrom, 2)
+        closeCountedLoop(b, index: c, bound: cols, header: colLoop, preheader: rowLoop, exit: rowEnd)
+        var accIn: [LLVMValueRef?] = [LLVMConstReal(f32, identity), next]
+        var accFrom: [LLVMBasicBlockRef?] = [rowLoop, colLoop]
+        LLVMAddIncoming(acc, &accIn, &accFrom, 2)
 
         LLVMPositionBuilderAtEnd(b, rowEnd)
         let result = LLVMBuildPhi(b, f32, "result")!
@@ -65,11 +62,7 @@ struct ReductionKernel {
         if kind == .mean { value = LLVMBuildFDiv(b, result, LLVMBuildSIToFP(b, cols, f32, ""), "") }
         var outIndex: [LLVMValueRef?] = [r]
         LLVMBuildStore(b, value, LLVMBuildInBoundsGEP2(b, f32, out, &outIndex, 1, ""))
-        let rNext = LLVMBuildAdd(b, r, one, "")
-        LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, rNext, rows, ""), rowLoop, exit)
-        var rIn: [LLVMValueRef?] = [zero, rNext]
-        var rFrom: [LLVMBasicBlockRef?] = [entry, rowEnd]
-        LLVMAddIncoming(r, &rIn, &rFrom, 2)
+        closeCountedLoop(b, index: r, bound: rows, header: rowLoop, preheader: entry, exit: exit)
 
         LLVMPositionBuilderAtEnd(b, exit)
         LLVMBuildRetVoid(b)

@@ -18,7 +18,6 @@ final class Elaborator {
     var instancePaths = Set<String>()
     /// Name given to the next layer constructed (set while evaluating a member or top-level binding).
     var pendingPath: String?
-    var datasets: [String: Dataset] = [:]
     /// Collects `name = value` metric definitions while elaborating an eval block.
     var metricSink: [(String, SVal, SourceRange)]?
     /// True while evaluating the settings of the train recipe.
@@ -225,7 +224,7 @@ final class Elaborator {
                 }
                 let global = "\(inst.path).\(name)"
                 module.globals.append(Global(kind: isParam ? .param : .state, name: global, type: t, initializer: initName, initAttrs: attrs, location: range))
-                if isParam { inst.params.append(global) } else { inst.states[name] = global }
+                if isParam { inst.params.append(global) }
                 inst.members[name] = .global(global)
                 scope.values[name] = .global(global)
             case .field(let name, let value, let range):

@@ -26,7 +26,7 @@ extension Elaborator {
         case .list(let xs):
             return .list(elements(xs.map { x in { self.eval(x, scope) } }))
         case .comprehension(let body, let v, let seq):
-            guard let items = compileTimeSequence(evalCompileTimeIfPossible(seq, scope), at: seq.range) else { return .error }
+            guard let items = compileTimeSequence(eval(seq, scope), at: seq.range) else { return .error }
             return .list(elements(items.map { item in
                 {
                     let inner = Scope(parent: scope)
@@ -64,8 +64,6 @@ extension Elaborator {
             return .tensorType(TensorType(dt, dims))
         }
     }
-
-    private func evalCompileTimeIfPossible(_ e: Expr, _ scope: Scope) -> SVal { eval(e, scope) }
 
     /// Evaluates list elements, naming any layers they create `<path>.<index>`.
     private func elements(_ thunks: [() -> SVal]) -> [SVal] {

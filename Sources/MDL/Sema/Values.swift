@@ -59,7 +59,6 @@ final class LayerInstance {
     var memberOrder: [String] = []
     var methods: [String: FnDecl] = [:]
     var params: [String] = []                 // global names of trained tensors, this layer only
-    var states: [String: String] = [:]        // member name -> global name
     init(decl: LayerDecl, path: String) { self.decl = decl; self.path = path }
 
     /// Every trained parameter of this layer and its sublayers, in declaration order.

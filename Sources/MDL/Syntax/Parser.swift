@@ -287,7 +287,7 @@ struct Parser {
             return .function(parseFunction(start: start, isProc: isProc))
         case .keyword("if"):
             advance()
-            let cond = parseExpr(noBrace: true)
+            let cond = parseExpr()
             let then = parseMembers()
             var otherwise: [Member] = []
             if isKeyword("else") {
@@ -349,7 +349,7 @@ struct Parser {
                 var batch: String?
                 if identifier == "on" {
                     advance()
-                    split = parseExpr(noBrace: true, noCall: true)
+                    split = parseExpr(noCall: true)
                 }
                 if isSymbol("(") {
                     advance()
@@ -493,13 +493,13 @@ struct Parser {
                 return nil
             }
             advance()
-            let seq = parseExpr(noBrace: true)
+            let seq = parseExpr()
             let body = parseBlock("to open the loop body")
             return isLoop ? .loop(variable: variable, sequence: seq, body: body, range: range(from: start))
                           : .forLoop(variable: variable, sequence: seq, body: body, range: range(from: start))
         case .keyword("minimize"):
             advance()
-            let opt = parsePostfix(noBrace: true)
+            let opt = parsePostfix()
             guard expect(":", "after the optimizer in 'minimize'") else { synchronize(); return nil }
             let loss = parseExpr()
             return .minimize(optimizer: opt, loss: loss, range: range(from: start))
@@ -542,8 +542,8 @@ struct Parser {
         "*": 6, "/": 6, "%": 6, "@": 6,
     ]
 
-    /// `noBrace`: a `{` ends the expression (loop headers, `if` conditions).
-    mutating func parseExpr(noBrace: Bool = false, noCall: Bool = false) -> Expr {
+    /// `noCall`: a `(` ends the expression (the split of `eval on data.test (b)`).
+    mutating func parseExpr(noCall: Bool = false) -> Expr {
         depth += 1
         defer { depth -= 1 }
         if tooDeep() {
@@ -551,30 +551,30 @@ struct Parser {
             skipNested(opened: false)
             return Expr(.error, r)
         }
-        return parseBinary(minPrec: 1, noBrace: noBrace, noCall: noCall)
+        return parseBinary(minPrec: 1, noCall: noCall)
     }
 
-    private mutating func parseBinary(minPrec: Int, noBrace: Bool, noCall: Bool) -> Expr {
-        var lhs = parseUnary(noBrace: noBrace, noCall: noCall)
+    private mutating func parseBinary(minPrec: Int, noCall: Bool) -> Expr {
+        var lhs = parseUnary(noCall: noCall)
         while true {
             if case .invalid = tok.kind, nesting > 0 || !newlineBefore[pos] {
                 // `a $ b`: the character was reported by the lexer; treat it as an unknown operator.
                 advance()
-                let rhs = parseBinary(minPrec: 7, noBrace: noBrace, noCall: noCall)
+                let rhs = parseBinary(minPrec: 7, noCall: noCall)
                 lhs = Expr(.error, lhs.range.to(rhs.range))
                 continue
             }
             guard case .symbol(let op) = tok.kind, let prec = Parser.precedence[op], prec >= minPrec else { break }
             if nesting == 0 && newlineBefore[pos] { break }
             advance()
-            let rhs = parseBinary(minPrec: prec + 1, noBrace: noBrace, noCall: noCall)
+            let rhs = parseBinary(minPrec: prec + 1, noCall: noCall)
             let r = lhs.range.to(rhs.range)
             lhs = op == ".." ? Expr(.range(lhs, rhs), r) : Expr(.binary(op, lhs, rhs), r)
         }
         return lhs
     }
 
-    private mutating func parseUnary(noBrace: Bool, noCall: Bool) -> Expr {
+    private mutating func parseUnary(noCall: Bool) -> Expr {
         let start = tok.range.start
         if isSymbol("-") || isSymbol("!") {
             let op = isSymbol("-") ? "-" : "!"
@@ -586,20 +586,20 @@ struct Parser {
                 skipNested(opened: false)
                 return Expr(.error, r)
             }
-            let operand = parseUnary(noBrace: noBrace, noCall: noCall)
+            let operand = parseUnary(noCall: noCall)
             return Expr(.unary(op, operand), range(from: start))
         }
-        let base = parsePostfix(noBrace: noBrace, noCall: noCall)
+        let base = parsePostfix(noCall: noCall)
         if isSymbol("**") && (nesting > 0 || !newlineBefore[pos]) {
             advance()
-            let exponent = parseUnary(noBrace: noBrace, noCall: noCall) // right-associative, binds tighter than unary minus on the left
+            let exponent = parseUnary(noCall: noCall) // right-associative, binds tighter than unary minus on the left
             return Expr(.binary("**", base, exponent), base.range.to(exponent.range))
         }
         return base
     }
 
-    private mutating func parsePostfix(noBrace: Bool, noCall: Bool = false) -> Expr {
-        var e = parsePrimary(noBrace: noBrace)
+    private mutating func parsePostfix(noCall: Bool = false) -> Expr {
+        var e = parsePrimary()
         while true {
             if nesting == 0 && newlineBefore[pos] { break }
             if isSymbol(".") {
@@ -665,7 +665,7 @@ struct Parser {
         return .slice(lo, hi, step)
     }
 
-    private mutating func parsePrimary(noBrace: Bool) -> Expr {
+    private mutating func parsePrimary() -> Expr {
         let t = tok
         let start = t.range.start
         switch t.kind {
@@ -686,13 +686,13 @@ struct Parser {
             return Expr(.name(name), t.range)
         case .keyword("if"):
             advance()
-            let cond = parseExpr(noBrace: true)
+            let cond = parseExpr()
             let then = parseBlock("after the condition of 'if'")
             var otherwise = CodeBlock(statements: [], range: SourceRange(file: file, start: previousEnd, end: previousEnd))
             if isKeyword("else") {
                 advance()
                 if isKeyword("if") {
-                    let nested = parsePrimary(noBrace: noBrace)
+                    let nested = parsePrimary()
                     otherwise = CodeBlock(statements: [.expr(nested)], range: nested.range)
                 } else {
                     otherwise = parseBlock("after 'else'")
