@@ -26,15 +26,24 @@ let package = Package(
             swiftSettings: [.unsafeFlags(["-Xcc", llvmInclude, "-O"])],
             linkerSettings: [.unsafeFlags(["-L/usr/lib/llvm-19/lib"])]
         ),
+        // The runtime linked into every generated binary (docs/RUNTIME.md). mdlc depends on it so
+        // that SwiftPM compiles it: `mdlc build` links its objects from MDLRuntime.build/.
+        .target(
+            name: "MDLRuntime",
+            path: "Runtime",
+            exclude: ["tests"],
+            publicHeadersPath: "include",
+            cSettings: [.unsafeFlags(["-O2"])]
+        ),
         .executableTarget(
             name: "mdlc",
-            dependencies: ["MDL", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["MDL", "MDLRuntime", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Sources/mdlc",
             swiftSettings: [.unsafeFlags(["-Xcc", llvmInclude])]
         ),
         .testTarget(
             name: "MDLTests",
-            dependencies: ["MDL"],
+            dependencies: ["MDL", "MDLRuntime"],
             path: "Tests/MDLTests",
             exclude: ["Inputs"],
             swiftSettings: [.unsafeFlags(["-Xcc", llvmInclude])]

@@ -7,7 +7,7 @@ struct Mdlc: ParsableCommand {
         commandName: "mdlc",
         abstract: "The mdl compiler: tensor programs and their training recipes to native code.",
         version: Driver.versionText,
-        subcommands: [Check.self, DumpIR.self, Grad.self, Ops.self]
+        subcommands: [Check.self, Build.self, Run.self, DumpIR.self, Grad.self, Ops.self]
     )
 }
 
@@ -40,18 +40,29 @@ struct Check: ParsableCommand {
 
 struct DumpIR: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "dump-ir", abstract: "Print the Graph IR of an .mdl file or of IR text (which reads back in).")
-    @Option(help: "Print the IR after this pass: \(Pipeline.stageNames.joined(separator: ", ")).") var after: String = "sema"
+    static let codegenStages = ["lower", "llvm"]
+    @Option(help: "Print the IR after this pass: \((Pipeline.stageNames + codegenStages).joined(separator: ", ")) (lower: the Kernel IR; llvm: the optimized LLVM IR).") var after: String = "sema"
     @Option(help: "Output format: text (parses back) or dot (Graphviz).") var format: String = "text"
     @Argument(help: "An .mdl file or an IR text file.") var file: String
 
     func validate() throws {
-        guard Pipeline.stageNames.contains(after) else {
-            throw ValidationError("unknown pass '\(after)'; passes are \(Pipeline.stageNames.joined(separator: ", "))")
+        guard (Pipeline.stageNames + Self.codegenStages).contains(after) else {
+            throw ValidationError("unknown pass '\(after)'; passes are \((Pipeline.stageNames + Self.codegenStages).joined(separator: ", "))")
         }
         guard ["text", "dot"].contains(format) else { throw ValidationError("unknown format '\(format)'; use text or dot") }
     }
 
     func run() throws {
+        if Self.codegenStages.contains(after) {
+            do {
+                let (bytes, _) = try Driver.emit(after == "lower" ? .kernelIR : .llvmIR, path: file)
+                FileHandle.standardOutput.write(Data(bytes))
+            } catch {
+                FileHandle.standardError.write("\(error)\n".data(using: .utf8)!)
+                throw ExitCode(1)
+            }
+            return
+        }
         let c = Driver.compile(path: file, stopAfter: after)
         let status = report(c)
         guard status == 0, let m = c.module else { throw ExitCode(status == 0 ? 1 : status) }
@@ -78,6 +89,64 @@ struct Grad: ParsableCommand {
             try Safetensors.write(result, to: out)
         } catch {
             FileHandle.standardError.write("mdlc grad: \(error)\n".data(using: .utf8)!)
+            throw ExitCode(1)
+        }
+    }
+}
+
+struct Build: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Compile an .mdl file to a standalone executable (or its object code, assembly or LLVM IR).",
+        discussion: "The executable links the mdl runtime and OpenBLAS; run it with --help to see its commands.")
+    @Argument(help: "The .mdl file.") var file: String
+    @Option(name: .shortAndLong, help: "Output path (default: the file's name without .mdl).") var output: String?
+    @Option(help: "What to write: exe, object, asm or llvm.") var emit: String = "exe"
+    @Flag(help: "Print the time of each stage, the kernel and GEMM counts.") var stats = false
+
+    func validate() throws {
+        guard ["exe", "object", "asm", "llvm"].contains(emit) else { throw ValidationError("unknown --emit '\(emit)'; use exe, object, asm or llvm") }
+    }
+
+    func run() throws {
+        let out = output ?? URL(fileURLWithPath: file).deletingPathExtension().lastPathComponent + (emit == "exe" ? "" : emit == "object" ? ".o" : emit == "asm" ? ".s" : ".ll")
+        do {
+            let report: Driver.BuildReport
+            if emit == "exe" {
+                report = try Driver.build(path: file, output: out)
+            } else {
+                let artifact: Driver.Artifact = emit == "object" ? .object : emit == "asm" ? .assembly : .llvmIR
+                let (bytes, r) = try Driver.emit(artifact, path: file)
+                guard FileManager.default.createFile(atPath: out, contents: Data(bytes)) else { throw Driver.BuildError(description: "cannot write '\(out)'") }
+                report = r
+            }
+            if stats {
+                for (name, seconds) in report.stages { print(String(format: "%-22@ %8.1f ms", name as NSString, seconds * 1000)) }
+                print(String(format: "%-22@ %8.1f ms", "total" as NSString, report.stages.reduce(0) { $0 + $1.seconds } * 1000))
+                print("kernels \(report.kernels), GEMM calls \(report.gemmCalls)")
+            }
+        } catch {
+            FileHandle.standardError.write("\(error)\n".data(using: .utf8)!)
+            throw ExitCode(1)
+        }
+    }
+}
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Build an .mdl file (reusing a cached build of the same sources and compiler) and run it.",
+        discussion: "Example: mdlc run Models/mlp_mnist.mdl -- train --epochs 1")
+    @Argument(help: "The .mdl file.") var file: String
+    @Argument(parsing: .postTerminator, help: "Arguments for the program.") var arguments: [String] = []
+
+    func run() throws {
+        do {
+            let binary = try Driver.cachedBuild(path: file)
+            let args = [binary] + arguments
+            let cArgs = args.map { strdup($0) } + [nil]
+            execv(binary, cArgs)
+            throw Driver.BuildError(description: "cannot run '\(binary)': \(String(cString: strerror(errno)))")
+        } catch {
+            FileHandle.standardError.write("\(error)\n".data(using: .utf8)!)
             throw ExitCode(1)
         }
     }

@@ -41,14 +41,14 @@ final class HostTarget {
 
     deinit { LLVMDisposeTargetMachine(machine) }
 
-    /// Machine code for `module` as an object file. Code generation mutates the module it
-    /// runs on, so it runs on a clone and `module` stays usable.
-    func objectCode(_ module: LLVMModuleRef) throws -> [UInt8] {
+    /// Machine code for `module` as an object file or assembly text. Code generation mutates
+    /// the module it runs on, so it runs on a clone and `module` stays usable.
+    func machineCode(_ module: LLVMModuleRef, assembly: Bool) throws -> [UInt8] {
         let clone = LLVMCloneModule(module)!
         defer { LLVMDisposeModule(clone) }
         var buffer: LLVMMemoryBufferRef?
         var message: UnsafeMutablePointer<CChar>?
-        guard LLVMTargetMachineEmitToMemoryBuffer(machine, clone, LLVMObjectFile, &message, &buffer) == 0, let buffer else {
+        guard LLVMTargetMachineEmitToMemoryBuffer(machine, clone, assembly ? LLVMAssemblyFile : LLVMObjectFile, &message, &buffer) == 0, let buffer else {
             let text = message.map { String(cString: $0) } ?? "unknown error"
             LLVMDisposeMessage(message)
             throw LLVMFailure(description: "emitting an object file: \(text)")

@@ -11,6 +11,7 @@ public enum Pipeline {
     /// (Fusion and code generation are appended here as they land.)
     public static let stages: [(name: String, run: (Module, DiagnosticEngine) -> Module)] = [
         ("autodiff", Autodiff.run),
+        ("gradients", GradientFunctions.run),
         ("optimizer", OptimizerLowering.run),
         ("fold", ConstantFolding.run),
         ("algebra", AlgebraicSimplification.run),

@@ -77,6 +77,7 @@ public enum FunctionKind: String, CaseIterable, Sendable {
     case metric    // a whole-run metric computed by a procedure (e.g. mean return)
     case data      // generates a synthetic dataset from the seed
     case proc      // a command of the binary (sampling, generation, ...)
+    case grad      // the loss and every parameter gradient of a step, without updating anything
 }
 
 /// A function of the Graph IR. Values index `types` and (optionally) `names`.
@@ -93,6 +94,18 @@ public final class Function {
     init(name: String, kind: FunctionKind) { self.name = name; self.kind = kind }
 
     var arguments: [Value] { body.arguments }
+
+    /// A copy with its own name and kind (values keep their numbers).
+    func copy(name: String, kind: FunctionKind) -> Function {
+        let f = Function(name: name, kind: kind)
+        f.attrs = attrs
+        f.body = body
+        f.resultTypes = resultTypes
+        f.resultNames = resultNames
+        f.types = types
+        f.names = names
+        return f
+    }
     func type(of v: Value) -> TensorType { types[v.id] }
     func newValue(_ t: TensorType, name: String? = nil) -> Value {
         types.append(t)

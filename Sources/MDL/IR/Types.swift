@@ -20,6 +20,8 @@ public struct Dim: Hashable, Sendable, CustomStringConvertible {
         self.monomials = monomials.filter { $0.value != 0 }
     }
 
+    var offsetTerm: Int { offset }
+    var monomialTerms: [([String], Int)] { monomials.map { ($0.key, $0.value) } }
     /// The value when the dim has no symbols.
     var constant: Int? { monomials.isEmpty ? offset : nil }
     var symbols: Set<String> { Set(monomials.keys.flatMap { $0 }) }

@@ -1,0 +1,101 @@
+/* The thread pool behind mdl_parallel_for. Chunks depend only on n and the thread count,
+ * so a kernel that writes disjoint ranges gives the same result on every run. */
+#include "internal.h"
+
+#include <pthread.h>
+#include <unistd.h>
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t go, done;
+    int threads; /* the calling thread included */
+    uint64_t generation; /* bumped per job, so a worker never runs one job twice */
+    int64_t n;
+    int chunks;
+    int pending;
+    void (*body)(void *, int64_t, int64_t);
+    void *ctx;
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, 1, 0, 0, 0, 0, NULL, NULL};
+
+/* Set on pool threads and while the caller runs its chunk: a nested call runs inline
+ * instead of waiting for workers that are busy with the outer job. */
+static _Thread_local bool inside_job;
+
+static void chunk_bounds(int64_t n, int chunks, int c, int64_t *lo, int64_t *hi) {
+    *lo = n * c / chunks;
+    *hi = n * (c + 1) / chunks;
+}
+
+static void *worker(void *arg) {
+    int id = (int)(intptr_t)arg;
+    inside_job = true;
+    uint64_t seen = 0;
+    for (;;) {
+        pthread_mutex_lock(&pool.mu);
+        while (pool.generation == seen) pthread_cond_wait(&pool.go, &pool.mu);
+        seen = pool.generation;
+        int chunks = pool.chunks;
+        int64_t n = pool.n;
+        void (*body)(void *, int64_t, int64_t) = pool.body;
+        void *ctx = pool.ctx;
+        pthread_mutex_unlock(&pool.mu);
+        if (id >= chunks) continue;
+        int64_t lo, hi;
+        chunk_bounds(n, chunks, id, &lo, &hi);
+        body(ctx, lo, hi);
+        pthread_mutex_lock(&pool.mu);
+        if (--pool.pending == 0) pthread_cond_signal(&pool.done);
+        pthread_mutex_unlock(&pool.mu);
+    }
+    return NULL;
+}
+
+int online_cpus(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 256 ? 256 : (int)n;
+}
+
+void threads_init(int n) {
+    pool.threads = 1;
+    for (int i = 1; i < n; i++) {
+        pthread_t t;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        int rc = pthread_create(&t, &attr, worker, (void *)(intptr_t)i);
+        pthread_attr_destroy(&attr);
+        if (rc != 0) {
+            warn("--threads: could only start %d threads", i);
+            break;
+        }
+        pool.threads = i + 1;
+    }
+}
+
+void mdl_parallel_for(int64_t n, void (*body)(void *ctx, int64_t lo, int64_t hi), void *ctx) {
+    if (n <= 0) return;
+    if (n == 1 || pool.threads == 1 || inside_job) {
+        body(ctx, 0, n);
+        return;
+    }
+    int chunks = n < pool.threads ? (int)n : pool.threads;
+    pthread_mutex_lock(&pool.mu);
+    pool.n = n;
+    pool.chunks = chunks;
+    pool.body = body;
+    pool.ctx = ctx;
+    pool.pending = chunks - 1;
+    pool.generation++;
+    pthread_cond_broadcast(&pool.go);
+    pthread_mutex_unlock(&pool.mu);
+
+    int64_t lo, hi;
+    chunk_bounds(n, chunks, 0, &lo, &hi);
+    inside_job = true;
+    body(ctx, lo, hi);
+    inside_job = false;
+
+    pthread_mutex_lock(&pool.mu);
+    while (pool.pending > 0) pthread_cond_wait(&pool.done, &pool.mu);
+    pthread_mutex_unlock(&pool.mu);
+}

@@ -1,0 +1,201 @@
+import CLLVM
+
+/// Emits a Kernel IR entry function with the ABI of docs/RUNTIME.md:
+/// `i32 fn(ptr globals, ptr in_data, ptr in_shapes, ptr out_data, ptr out_shapes, i32 key)`.
+/// It binds and checks sizes, allocates buffers, calls the kernels in order (checking each
+/// f32 result for non-finite values when `mdl_check_numerics` is set), runs loops, applies
+/// state writes and hands its results to the caller.
+struct EntryEmitter {
+    static let maxRank = 8
+    let t: LLVMContextTypes
+
+    func emit(_ f: EntryFunction, symbol: String) throws -> LLVMValueRef {
+        for (name, b) in Array(zip(f.inputNames, f.inputs)) + Array(zip(f.outputNames, f.outputs)) where f.info(b).shape.count > Self.maxRank {
+            throw Lowering.Failure(description: "@\(f.name): '\(name)' has rank \(f.info(b).shape.count); entry points take at most \(Self.maxRank) axes")
+        }
+        let (fn, _) = t.function(symbol, t.i32, [t.ptr, t.ptr, t.ptr, t.ptr, t.ptr, t.i32])
+        let b = LLVMCreateBuilderInContext(t.ctx)!
+        defer { LLVMDisposeBuilder(b) }
+        LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(t.ctx, fn, "entry"))
+        let kernels = KernelEmitter(t: t, buffers: f.buffers, symbols: f.symbols)
+        var s = KernelEmitter.State(fn: fn, builder: b)
+        let (globals, inData, inShapes, outData, outShapes, key) = (LLVMGetParam(fn, 0)!, LLVMGetParam(fn, 1)!, LLVMGetParam(fn, 2)!,
+                                                                     LLVMGetParam(fn, 3)!, LLVMGetParam(fn, 4)!, LLVMGetParam(fn, 5)!)
+        func element(_ base: LLVMValueRef, _ type: LLVMTypeRef, _ i: Int) -> LLVMValueRef {
+            var idx: [LLVMValueRef?] = [t.int(i)]
+            return LLVMBuildInBoundsGEP2(b, type, base, &idx, 1, "")
+        }
+
+        // Sizes: bound from input shapes, then every input axis checked against its declared size.
+        let sizes = LLVMBuildAlloca(b, LLVMArrayType2(t.i64, UInt64(max(1, f.symbols.count))), "sizes")!
+        for binding in f.bindings {
+            let v = LLVMBuildLoad2(b, t.i64, element(inShapes, t.i64, binding.input * Self.maxRank + binding.axis), binding.symbol)!
+            LLVMBuildStore(b, v, element(sizes, t.i64, f.symbols.firstIndex(of: binding.symbol)!))
+            s.scope[binding.symbol] = (v, .index)
+        }
+        for (i, input) in f.inputs.enumerated() {
+            for (axis, d) in f.info(input).shape.enumerated() {
+                let actual = LLVMBuildLoad2(b, t.i64, element(inShapes, t.i64, i * Self.maxRank + axis), "")!
+                let expected = kernels.value(ScalarExpr(d), &s, as: .index).0
+                fail(LLVMBuildICmp(b, LLVMIntNE, actual, expected, "")!, code: 1,
+                     message: "@\(f.name): input '\(f.inputNames[i])' must have size \(d) on axis \(axis) (declared \(TensorType(f.info(input).dtype, f.info(input).shape)))", &s)
+            }
+        }
+
+        // Every buffer's pointer lives in a slot, so allocations inside loops dominate their uses.
+        var slots: [Int: LLVMValueRef] = [:]
+        for (id, info) in f.buffers.enumerated() {
+            let slot = LLVMBuildAlloca(b, t.ptr, info.name)!
+            slots[id] = slot
+            switch info.role {
+            case .input(let i): LLVMBuildStore(b, LLVMBuildLoad2(b, t.ptr, element(inData, t.ptr, i), ""), slot)
+            case .global(let g): LLVMBuildStore(b, LLVMBuildLoad2(b, t.ptr, element(globals, t.ptr, g), ""), slot)
+            case .key:
+                let cell = LLVMBuildAlloca(b, t.i32, "key.cell")!
+                LLVMBuildStore(b, key, cell)
+                LLVMBuildStore(b, cell, slot)
+            case .temporary: LLVMBuildStore(b, LLVMConstNull(t.ptr), slot)
+            }
+        }
+        func pointer(_ id: BufferID) -> LLVMValueRef { LLVMBuildLoad2(b, t.ptr, slots[id.id], "")! }
+        func bytes(_ id: BufferID, _ s: inout KernelEmitter.State) -> LLVMValueRef {
+            let info = f.info(id)
+            return LLVMBuildMul(b, kernels.value(ScalarExpr(info.count), &s, as: .index).0, t.int(t.byteWidth(info.dtype)), "")
+        }
+        func allocate(_ n: LLVMValueRef, _ s: inout KernelEmitter.State) -> LLVMValueRef {
+            // aligned_alloc wants a multiple of the alignment; never zero bytes.
+            let rounded = LLVMBuildAnd(b, LLVMBuildAdd(b, n, t.int(64), ""), t.int(-64), "")!
+            let p = t.call(b, "aligned_alloc", t.ptr, [t.int(64), rounded])
+            fail(LLVMBuildICmp(b, LLVMIntEQ, p, LLVMConstNull(t.ptr), "")!, code: 4, message: "@\(f.name): out of memory", &s)
+            return p
+        }
+
+        func steps(_ list: [Step], _ s: inout KernelEmitter.State) {
+            for step in list {
+                switch step {
+                case .alloc(let id):
+                    LLVMBuildStore(b, allocate(bytes(id, &s), &s), slots[id.id])
+                case .free(let id):
+                    _ = t.call(b, "free", t.void, [pointer(id)])
+                case .copy(let to, let from):
+                    LLVMBuildMemMove(b, pointer(to), 64, pointer(from), 4, bytes(to, &s))
+                case .sequence(let inner):
+                    steps(inner, &s)
+                case .kernel(let k, let op):
+                    let kfn = kernels.emit(k)
+                    var args: [LLVMValueRef?] = k.buffers.map(pointer) + [sizes]
+                    var types = [LLVMTypeRef?](repeating: t.ptr, count: args.count)
+                    let type = LLVMFunctionType(t.i32, &types, UInt32(types.count), 0)
+                    let rc = LLVMBuildCall2(b, type, kfn, &args, UInt32(args.count), "")!
+                    returnIfNonzero(rc, &s)
+                    if f.info(k.buffers[0]).dtype == .f32 { checkNumerics(k.buffers[0], op: op, &s) }
+                case .loop(let index, let low, let high, let body):
+                    let lo = LLVMBuildLoad2(b, t.i32, pointer(low), "lo")!, hi = LLVMBuildLoad2(b, t.i32, pointer(high), "hi")!
+                    let preheader = LLVMGetInsertBlock(b)
+                    let header = LLVMAppendBasicBlockInContext(t.ctx, fn, "loop"), latch = LLVMAppendBasicBlockInContext(t.ctx, fn, "loop.next"),
+                        exit = LLVMAppendBasicBlockInContext(t.ctx, fn, "loop.end")
+                    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, lo, hi, ""), header, exit)
+                    LLVMPositionBuilderAtEnd(b, header)
+                    let i = LLVMBuildPhi(b, t.i32, "i")!
+                    LLVMBuildStore(b, i, pointer(index))
+                    steps(body, &s)
+                    LLVMBuildBr(b, latch)
+                    LLVMPositionBuilderAtEnd(b, latch)
+                    let next = LLVMBuildAdd(b, i, t.int(1, t.i32), "")!
+                    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, next, hi, ""), header, exit)
+                    var values: [LLVMValueRef?] = [lo, next]
+                    var blocks: [LLVMBasicBlockRef?] = [preheader, latch]
+                    LLVMAddIncoming(i, &values, &blocks, 2)
+                    LLVMPositionBuilderAtEnd(b, exit)
+                }
+            }
+        }
+
+        func returnIfNonzero(_ rc: LLVMValueRef, _ s: inout KernelEmitter.State) {
+            let bad = LLVMAppendBasicBlockInContext(t.ctx, fn, "error"), ok = LLVMAppendBasicBlockInContext(t.ctx, fn, "ok")
+            LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntNE, rc, t.int(0, t.i32), ""), bad, ok)
+            LLVMPositionBuilderAtEnd(b, bad)
+            LLVMBuildRet(b, rc)
+            LLVMPositionBuilderAtEnd(b, ok)
+        }
+
+        func checkNumerics(_ id: BufferID, op: Int, _ s: inout KernelEmitter.State) {
+            let flag = LLVMGetNamedGlobal(t.module, "mdl_check_numerics") ?? LLVMAddGlobal(t.module, t.i32, "mdl_check_numerics")!
+            let check = LLVMAppendBasicBlockInContext(t.ctx, fn, "numerics"), done = LLVMAppendBasicBlockInContext(t.ctx, fn, "numerics.end")
+            LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntNE, LLVMBuildLoad2(b, t.i32, flag, ""), t.int(0, t.i32), ""), check, done)
+            LLVMPositionBuilderAtEnd(b, check)
+            let count = kernels.value(ScalarExpr(f.info(id).count), &s, as: .index).0
+            let found = t.call(b, "mdl.nonfinite", t.i1, [pointer(id), count])
+            let report = LLVMAppendBasicBlockInContext(t.ctx, fn, "nonfinite")
+            LLVMBuildCondBr(b, found, report, done)
+            LLVMPositionBuilderAtEnd(b, report)
+            let rc = t.call(b, "mdl_report_nonfinite", t.i32, [LLVMBuildGlobalStringPtr(b, f.name, ""), t.int(op), LLVMBuildGlobalStringPtr(b, f.opTexts[op], "")])
+            LLVMBuildRet(b, rc)
+            LLVMPositionBuilderAtEnd(b, done)
+        }
+
+        steps(f.steps, &s)
+
+        // Results: shapes, then buffers; a temporary is handed over once, anything else is copied.
+        var handed = Set<BufferID>()
+        for (j, id) in f.outputs.enumerated() {
+            let info = f.info(id)
+            for (axis, d) in info.shape.enumerated() {
+                LLVMBuildStore(b, kernels.value(ScalarExpr(d), &s, as: .index).0, element(outShapes, t.i64, j * Self.maxRank + axis))
+            }
+            if info.role == .temporary && !handed.contains(id) {
+                handed.insert(id)
+                LLVMBuildStore(b, pointer(id), element(outData, t.ptr, j))
+            } else {
+                let n = bytes(id, &s)
+                let copy = allocate(n, &s)
+                LLVMBuildMemCpy(b, copy, 64, pointer(id), 4, n)
+                LLVMBuildStore(b, copy, element(outData, t.ptr, j))
+            }
+        }
+        LLVMBuildRet(b, t.int(0, t.i32))
+        return fn
+    }
+
+    /// `if condition { mdl_set_error(message); return code }`.
+    func fail(_ condition: LLVMValueRef, code: Int32, message: String, _ s: inout KernelEmitter.State) {
+        let b = s.builder
+        let bad = LLVMAppendBasicBlockInContext(t.ctx, s.fn, "fail"), ok = LLVMAppendBasicBlockInContext(t.ctx, s.fn, "ok")
+        LLVMBuildCondBr(b, condition, bad, ok)
+        LLVMPositionBuilderAtEnd(b, bad)
+        _ = t.call(b, "mdl_set_error", t.void, [LLVMBuildGlobalStringPtr(b, message, "")])
+        LLVMBuildRet(b, t.int(Int(code), t.i32))
+        LLVMPositionBuilderAtEnd(b, ok)
+    }
+
+    /// `i1 mdl.nonfinite(ptr x, i64 n)`: whether any of n floats is NaN or infinite.
+    func emitNonfiniteScan() {
+        let (fn, _) = t.function("mdl.nonfinite", t.i1, [t.ptr, t.i64])
+        LLVMSetLinkage(fn, LLVMInternalLinkage)
+        LLVMAddAttributeAtIndex(fn, UInt32(bitPattern: Int32(LLVMAttributeFunctionIndex)), LLVMCreateEnumAttribute(t.ctx, LLVMGetEnumAttributeKindForName("noinline", 8), 0))
+        let b = LLVMCreateBuilderInContext(t.ctx)!
+        defer { LLVMDisposeBuilder(b) }
+        let entry = LLVMAppendBasicBlockInContext(t.ctx, fn, "entry"), loop = LLVMAppendBasicBlockInContext(t.ctx, fn, "loop"),
+            exit = LLVMAppendBasicBlockInContext(t.ctx, fn, "exit")
+        LLVMPositionBuilderAtEnd(b, entry)
+        let (x, n) = (LLVMGetParam(fn, 0)!, LLVMGetParam(fn, 1)!)
+        LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSGT, n, t.int(0), ""), loop, exit)
+        LLVMPositionBuilderAtEnd(b, loop)
+        let i = LLVMBuildPhi(b, t.i64, "i")!
+        let acc = LLVMBuildPhi(b, t.i1, "bad")!
+        var idx: [LLVMValueRef?] = [i]
+        let v = LLVMBuildLoad2(b, t.f32, LLVMBuildInBoundsGEP2(b, t.f32, x, &idx, 1, ""), "")!
+        let fabs = t.call(b, "llvm.fabs.f32", t.f32, [v])
+        let bad = LLVMBuildOr(b, acc, LLVMBuildFCmp(b, LLVMRealUGE, fabs, LLVMConstReal(t.f32, .infinity), ""), "")!
+        closeCountedLoop(b, index: i, bound: n, header: loop, preheader: entry, exit: exit)
+        var accValues: [LLVMValueRef?] = [LLVMConstInt(t.i1, 0, 0), bad]
+        var accBlocks: [LLVMBasicBlockRef?] = [entry, loop]
+        LLVMAddIncoming(acc, &accValues, &accBlocks, 2)
+        LLVMPositionBuilderAtEnd(b, exit)
+        let result = LLVMBuildPhi(b, t.i1, "")!
+        var rValues: [LLVMValueRef?] = [LLVMConstInt(t.i1, 0, 0), bad]
+        var rBlocks: [LLVMBasicBlockRef?] = [entry, loop]
+        LLVMAddIncoming(result, &rValues, &rBlocks, 2)
+        LLVMBuildRet(b, result)
+    }
+}

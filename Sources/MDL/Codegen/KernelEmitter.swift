@@ -1,0 +1,432 @@
+import CLLVM
+
+/// LLVM types and helpers shared by the emitters of one module.
+final class LLVMContextTypes {
+    let ctx: LLVMContextRef
+    let module: LLVMModuleRef
+    let f32, f64, i1, i8, i32, i64, ptr, void: LLVMTypeRef
+    /// Kernels already emitted, by their text with buffers numbered by parameter position:
+    /// the layers of a deep model, and a step and its `grad.` twin, share one function each.
+    var kernels: [String: LLVMValueRef] = [:]
+
+    init(module: LLVMModuleRef, context: LLVMContextRef) {
+        self.module = module
+        ctx = context
+        f32 = LLVMFloatTypeInContext(ctx); f64 = LLVMDoubleTypeInContext(ctx)
+        i1 = LLVMInt1TypeInContext(ctx); i8 = LLVMInt8TypeInContext(ctx)
+        i32 = LLVMInt32TypeInContext(ctx); i64 = LLVMInt64TypeInContext(ctx)
+        ptr = LLVMPointerTypeInContext(ctx, 0); void = LLVMVoidTypeInContext(ctx)
+    }
+
+    func type(_ t: ScalarType) -> LLVMTypeRef {
+        switch t { case .f32: return f32; case .f64: return f64; case .i32: return i32; case .bool: return i1; case .index: return i64 }
+    }
+    /// In-memory type of a tensor element (bool is a byte).
+    func memoryType(_ d: DType) -> LLVMTypeRef { d == .f32 ? f32 : d == .i32 ? i32 : i8 }
+    func byteWidth(_ d: DType) -> Int { d == .bool ? 1 : 4 }
+
+    /// A function of the module, declared on first use.
+    func function(_ name: String, _ result: LLVMTypeRef, _ params: [LLVMTypeRef]) -> (LLVMValueRef, LLVMTypeRef) {
+        var p: [LLVMTypeRef?] = params
+        let type = LLVMFunctionType(result, &p, UInt32(p.count), 0)!
+        return (LLVMGetNamedFunction(module, name) ?? LLVMAddFunction(module, name, type), type)
+    }
+    func call(_ b: LLVMBuilderRef, _ name: String, _ result: LLVMTypeRef, _ args: [LLVMValueRef]) -> LLVMValueRef {
+        let (fn, type) = function(name, result, args.map { LLVMTypeOf($0) })
+        var a: [LLVMValueRef?] = args
+        return LLVMBuildCall2(b, type, fn, &a, UInt32(a.count), "")
+    }
+    func int(_ v: Int, _ t: LLVMTypeRef? = nil) -> LLVMValueRef { LLVMConstInt(t ?? i64, UInt64(bitPattern: Int64(v)), 1) }
+}
+
+/// Emits one Kernel IR kernel as an LLVM function `i32 name(ptr noalias buffers..., ptr sizes)`
+/// returning 0, or the code of a failed `fail` check. Scalars are SSA values; `var`s live in
+/// allocas that mem2reg promotes; loops are counted loops from 0.
+struct KernelEmitter {
+    let t: LLVMContextTypes
+    let buffers: [BufferInfo]
+    let symbols: [String]
+
+    func emit(_ k: Kernel) -> LLVMValueRef {
+        let position = Dictionary(uniqueKeysWithValues: k.buffers.enumerated().map { ($1, $0) })
+        let key = symbols.joined(separator: ",") + "|" + k.buffers.map { buffers[$0.id].dtype.rawValue }.joined(separator: ",") + "|"
+            + KernelPrinter().body(k.body, "", { "$\(position[$0]!)" })
+        if let existing = t.kernels[key] { return existing }
+        let fn = define(k)
+        t.kernels[key] = fn
+        return fn
+    }
+
+    private func define(_ k: Kernel) -> LLVMValueRef {
+        let params = [LLVMTypeRef](repeating: t.ptr, count: k.buffers.count + 1)
+        let (fn, _) = t.function(k.name, t.i32, params)
+        LLVMSetLinkage(fn, LLVMInternalLinkage)
+        markNoAlias(fn, parameters: Array(0..<k.buffers.count), context: t.ctx)
+        // Kept out of line: inlining thousands of kernels into one entry function makes O3 and
+        // instruction selection superlinear, and a kernel per function is what profiles name.
+        LLVMAddAttributeAtIndex(fn, UInt32(bitPattern: Int32(LLVMAttributeFunctionIndex)), LLVMCreateEnumAttribute(t.ctx, LLVMGetEnumAttributeKindForName("noinline", 8), 0))
+        let b = LLVMCreateBuilderInContext(t.ctx)!
+        defer { LLVMDisposeBuilder(b) }
+        LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(t.ctx, fn, "entry"))
+        var state = State(fn: fn, builder: b)
+        for (i, id) in k.buffers.enumerated() { state.pointers[id.id] = LLVMGetParam(fn, UInt32(i)) }
+        let sizes = LLVMGetParam(fn, UInt32(k.buffers.count))
+        for (i, s) in symbols.enumerated() {
+            var index: [LLVMValueRef?] = [t.int(i)]
+            state.scope[s] = (LLVMBuildLoad2(b, t.i64, LLVMBuildInBoundsGEP2(b, t.i64, sizes, &index, 1, ""), s), .index)
+        }
+        emit(k.body, &state)
+        LLVMBuildRet(b, t.int(0, t.i32))
+        return fn
+    }
+
+    struct State {
+        let fn: LLVMValueRef
+        let builder: LLVMBuilderRef
+        var pointers: [Int: LLVMValueRef] = [:]
+        /// Sizes, loop indices and `let`s: SSA values with their scalar type.
+        var scope: [String: (LLVMValueRef, ScalarType)] = [:]
+        /// `var`s: allocas with their scalar type.
+        var variables: [String: (LLVMValueRef, ScalarType)] = [:]
+    }
+
+    func emit(_ stmts: [KernelStmt], _ s: inout State) {
+        let b = s.builder
+        for st in stmts {
+            switch st {
+            case .loop(let name, let extent, let body):
+                let (n, _) = value(extent, &s, as: .index)
+                let preheader = LLVMGetInsertBlock(b)
+                let header = LLVMAppendBasicBlockInContext(t.ctx, s.fn, name), exit = LLVMAppendBasicBlockInContext(t.ctx, s.fn, name + ".end")
+                LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSGT, n, t.int(0), ""), header, exit)
+                LLVMPositionBuilderAtEnd(b, header)
+                let i = LLVMBuildPhi(b, t.i64, name)!
+                let saved = s.scope
+                s.scope[name] = (i, .index)
+                emit(body, &s)
+                s.scope = saved
+                closeCountedLoop(b, index: i, bound: n, header: header, preheader: preheader, exit: exit)
+                LLVMPositionBuilderAtEnd(b, exit)
+            case .store(let buffer, let index, let v):
+                let dtype = buffers[buffer.id].dtype
+                var (x, xt) = value(v, &s)
+                x = convert(x, from: xt, to: LowerTypes.scalar(dtype), b)
+                if dtype == .bool { x = LLVMBuildZExt(b, x, t.i8, "") }
+                LLVMBuildStore(b, x, address(buffer, index, &s))
+            case .bind(let name, let e):
+                s.scope[name] = value(e, &s)
+            case .declare(let name, let e):
+                let (x, xt) = value(e, &s)
+                let slot = entryAlloca(t.type(xt), name, s)
+                LLVMBuildStore(b, x, slot)
+                s.variables[name] = (slot, xt)
+            case .assign(let name, let e):
+                let (slot, vt) = s.variables[name]!
+                let (x, xt) = value(e, &s)
+                LLVMBuildStore(b, convert(x, from: xt, to: vt, b), slot)
+            case .accumulate(let name, let op, let e):
+                let (slot, vt) = s.variables[name]!
+                let (x, xt) = value(e, &s)
+                let current = LLVMBuildLoad2(b, t.type(vt), slot, name)!
+                let r = binary(op, current, convert(x, from: xt, to: vt, b), vt, b)
+                // Reductions may reassociate: the one place fast-math flags are set, so sums vectorize.
+                if op == .add && (vt == .f32 || vt == .f64) { LLVMSetFastMathFlags(r, LLVMFastMathFlags(LLVMFastMathAllowReassoc | LLVMFastMathNoSignedZeros)) }
+                LLVMBuildStore(b, r, slot)
+            case .when(let c, let body):
+                let (cond, ct) = value(c, &s)
+                let then = LLVMAppendBasicBlockInContext(t.ctx, s.fn, "then"), done = LLVMAppendBasicBlockInContext(t.ctx, s.fn, "endif")
+                LLVMBuildCondBr(b, convert(cond, from: ct, to: .bool, b), then, done)
+                LLVMPositionBuilderAtEnd(b, then)
+                let saved = s.scope
+                emit(body, &s)
+                s.scope = saved
+                LLVMBuildBr(b, done)
+                LLVMPositionBuilderAtEnd(b, done)
+            case .fail(let c, let code, let message):
+                let (cond, ct) = value(c, &s)
+                let bad = LLVMAppendBasicBlockInContext(t.ctx, s.fn, "fail"), ok = LLVMAppendBasicBlockInContext(t.ctx, s.fn, "ok")
+                LLVMBuildCondBr(b, convert(cond, from: ct, to: .bool, b), bad, ok)
+                LLVMPositionBuilderAtEnd(b, bad)
+                _ = t.call(b, "mdl_set_error", t.void, [LLVMBuildGlobalStringPtr(b, message, "")])
+                LLVMBuildRet(b, t.int(Int(code), t.i32))
+                LLVMPositionBuilderAtEnd(b, ok)
+            case .gemm(let g):
+                gemm(g, &s)
+            }
+        }
+    }
+
+    func entryAlloca(_ type: LLVMTypeRef, _ name: String, _ s: State) -> LLVMValueRef {
+        let b = LLVMCreateBuilderInContext(t.ctx)!
+        defer { LLVMDisposeBuilder(b) }
+        let entry = LLVMGetEntryBasicBlock(s.fn)
+        if let first = LLVMGetFirstInstruction(entry) { LLVMPositionBuilderBefore(b, first) } else { LLVMPositionBuilderAtEnd(b, entry) }
+        return LLVMBuildAlloca(b, type, name)
+    }
+
+    func address(_ buffer: BufferID, _ index: ScalarExpr, _ s: inout State) -> LLVMValueRef {
+        let (i, _) = value(index, &s, as: .index)
+        var idx: [LLVMValueRef?] = [i]
+        return LLVMBuildInBoundsGEP2(s.builder, t.memoryType(buffers[buffer.id].dtype), s.pointers[buffer.id]!, &idx, 1, "")
+    }
+
+    /// cblas_sgemm(RowMajor, transA, transB, M, N, K, 1, A, lda, B, ldb, beta, C, ldc), skipped when C is empty.
+    func gemm(_ g: Gemm, _ s: inout State) {
+        let b = s.builder
+        let m = value(g.m, &s, as: .index).0, n = value(g.n, &s, as: .index).0, k = value(g.k, &s, as: .index).0
+        let a = address(g.a, g.aOffset, &s), bm = address(g.b, g.bOffset, &s), c = address(g.c, g.cOffset, &s)
+        func i32(_ v: LLVMValueRef) -> LLVMValueRef { LLVMBuildTrunc(b, v, t.i32, "") }
+        func atLeastOne(_ v: LLVMValueRef) -> LLVMValueRef { i32(LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, v, t.int(1), ""), t.int(1), v, "")) }
+        let call = LLVMAppendBasicBlockInContext(t.ctx, s.fn, "sgemm"), done = LLVMAppendBasicBlockInContext(t.ctx, s.fn, "sgemm.end")
+        let nonEmpty = LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntSGT, m, t.int(0), ""), LLVMBuildICmp(b, LLVMIntSGT, n, t.int(0), ""), "")
+        LLVMBuildCondBr(b, nonEmpty, call, done)
+        LLVMPositionBuilderAtEnd(b, call)
+        let rowMajor = 101, noTrans = 111, trans = 112
+        let args: [LLVMValueRef] = [
+            t.int(rowMajor, t.i32), t.int(g.transposeA ? trans : noTrans, t.i32), t.int(g.transposeB ? trans : noTrans, t.i32),
+            i32(m), i32(n), i32(k), LLVMConstReal(t.f32, 1), a, atLeastOne(g.transposeA ? m : k), bm, atLeastOne(g.transposeB ? k : n),
+            LLVMConstReal(t.f32, g.accumulate ? 1 : 0), c, atLeastOne(n),
+        ]
+        _ = t.call(b, "cblas_sgemm", t.void, args)
+        LLVMBuildBr(b, done)
+        LLVMPositionBuilderAtEnd(b, done)
+    }
+
+    func value(_ e: ScalarExpr, _ s: inout State, as wanted: ScalarType) -> (LLVMValueRef, ScalarType) {
+        let (v, vt) = value(e, &s)
+        return (convert(v, from: vt, to: wanted, s.builder), wanted)
+    }
+
+    func value(_ e: ScalarExpr, _ s: inout State) -> (LLVMValueRef, ScalarType) {
+        let b = s.builder
+        switch e {
+        case .index(let i): return (t.int(i), .index)
+        case .constant(let v, let ty):
+            switch ty {
+            case .f32, .f64: return (LLVMConstReal(t.type(ty), v), ty)
+            case .bool: return (LLVMConstInt(t.i1, v != 0 ? 1 : 0, 0), ty)
+            case .i32, .index: return (t.int(Int(v), t.type(ty)), ty)
+            }
+        case .size(let name), .variable(let name):
+            if let v = s.scope[name] { return v }
+            let (slot, vt) = s.variables[name]!
+            return (LLVMBuildLoad2(b, t.type(vt), slot, name), vt)
+        case .load(let buffer, let index):
+            let dtype = buffers[buffer.id].dtype
+            let raw = LLVMBuildLoad2(b, t.memoryType(dtype), address(buffer, index, &s), "")!
+            return dtype == .bool ? (LLVMBuildICmp(b, LLVMIntNE, raw, LLVMConstInt(t.i8, 0, 0), ""), .bool) : (raw, LowerTypes.scalar(dtype))
+        case .unary(let op, let x):
+            let (v, vt) = value(x, &s)
+            return unary(op, v, vt, b)
+        case .binary(let op, let x, let y):
+            var (u, ut) = value(x, &s)
+            var (v, vt) = value(y, &s)
+            let common = LowerTypes.common(ut, vt)
+            u = convert(u, from: ut, to: common, b); v = convert(v, from: vt, to: common, b)
+            ut = common; vt = common
+            if let pred = comparison(op, ut) {
+                let r = ut == .f32 || ut == .f64 ? LLVMBuildFCmp(b, LLVMRealPredicate(pred), u, v, "")! : LLVMBuildICmp(b, LLVMIntPredicate(pred), u, v, "")!
+                return (r, .bool)
+            }
+            return (binary(op, u, v, ut, b), ut)
+        case .select(let c, let x, let y):
+            let (cond, ct) = value(c, &s)
+            var (u, ut) = value(x, &s)
+            var (v, vt) = value(y, &s)
+            let common = LowerTypes.common(ut, vt)
+            u = convert(u, from: ut, to: common, b); v = convert(v, from: vt, to: common, b)
+            return (LLVMBuildSelect(b, convert(cond, from: ct, to: .bool, b), u, v, ""), common)
+        case .convert(let x, let to):
+            let (v, vt) = value(x, &s)
+            return (convert(v, from: vt, to: to, b), to)
+        case .call(let op, let args):
+            let values = args.map { value($0, &s) }
+            return random(op, values, b)
+        case .table(let values, let ty, let index):
+            let element = t.type(ty == .bool ? .i32 : ty)
+            var consts: [LLVMValueRef?] = values.map { v in
+                ty == .f32 || ty == .f64 ? LLVMConstReal(element, v) : t.int(exactInt(v) ?? 0, element)
+            }
+            let arrayType = LLVMArrayType2(element, UInt64(consts.count))!
+            let global = LLVMAddGlobal(t.module, arrayType, "table")!
+            LLVMSetInitializer(global, LLVMConstArray2(element, &consts, UInt64(consts.count)))
+            LLVMSetGlobalConstant(global, 1)
+            LLVMSetLinkage(global, LLVMPrivateLinkage)
+            let (i, _) = value(index, &s, as: .index)
+            var idx: [LLVMValueRef?] = [i]
+            let loaded = LLVMBuildLoad2(b, element, LLVMBuildInBoundsGEP2(b, element, global, &idx, 1, ""), "")!
+            return ty == .bool ? (LLVMBuildICmp(b, LLVMIntNE, loaded, t.int(0, t.i32), ""), .bool) : (loaded, ty)
+        }
+    }
+
+    func isFloat(_ ty: ScalarType) -> Bool { ty == .f32 || ty == .f64 }
+
+    /// LLVM predicate (real or integer) of a comparison, or nil for other ops.
+    func comparison(_ op: ScalarOp, _ ty: ScalarType) -> UInt32? {
+        let real: [ScalarOp: LLVMRealPredicate] = [.eq: LLVMRealOEQ, .ne: LLVMRealUNE, .lt: LLVMRealOLT, .le: LLVMRealOLE, .gt: LLVMRealOGT, .ge: LLVMRealOGE]
+        let int: [ScalarOp: LLVMIntPredicate] = [.eq: LLVMIntEQ, .ne: LLVMIntNE, .lt: LLVMIntSLT, .le: LLVMIntSLE, .gt: LLVMIntSGT, .ge: LLVMIntSGE]
+        if isFloat(ty) { return real[op]?.rawValue }
+        return int[op]?.rawValue
+    }
+
+    func intrinsic(_ name: String, _ ty: ScalarType, _ args: [LLVMValueRef], _ b: LLVMBuilderRef) -> LLVMValueRef {
+        t.call(b, "llvm.\(name).\(ty == .f64 ? "f64" : ty == .f32 ? "f32" : ty == .i32 ? "i32" : "i64")", t.type(ty), args)
+    }
+    func libm(_ name: String, _ ty: ScalarType, _ args: [LLVMValueRef], _ b: LLVMBuilderRef) -> LLVMValueRef {
+        t.call(b, ty == .f32 ? name + "f" : name, t.type(ty), args)
+    }
+
+    func unary(_ op: ScalarOp, _ x: LLVMValueRef, _ ty: ScalarType, _ b: LLVMBuilderRef) -> (LLVMValueRef, ScalarType) {
+        if ty == .bool { return (op == .not ? LLVMBuildNot(b, x, "") : x, .bool) }
+        if !isFloat(ty) {
+            let zero = t.int(0, t.type(ty))
+            switch op {
+            case .neg: return (LLVMBuildNeg(b, x, ""), ty)
+            case .abs: return (LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, x, zero, ""), LLVMBuildNeg(b, x, ""), x, ""), ty)
+            case .sign:
+                let pos = LLVMBuildZExt(b, LLVMBuildICmp(b, LLVMIntSGT, x, zero, ""), t.type(ty), "")!
+                let neg = LLVMBuildZExt(b, LLVMBuildICmp(b, LLVMIntSLT, x, zero, ""), t.type(ty), "")!
+                return (LLVMBuildSub(b, pos, neg, ""), ty)
+            case .relu: return (LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSGT, x, zero, ""), x, zero, ""), ty)
+            default:
+                // Other math on integers goes through f64, as the reference interpreter computes it.
+                let (r, _) = unary(op, convert(x, from: ty, to: .f64, b), .f64, b)
+                return (convert(r, from: .f64, to: ty, b), ty)
+            }
+        }
+        func c(_ v: Double) -> LLVMValueRef { LLVMConstReal(t.type(ty), v) }
+        func sigmoid(_ v: LLVMValueRef) -> LLVMValueRef {
+            LLVMBuildFDiv(b, c(1), LLVMBuildFAdd(b, c(1), intrinsic("exp", ty, [LLVMBuildFNeg(b, v, "")], b), ""), "")
+        }
+        let r: LLVMValueRef
+        switch op {
+        case .neg: r = LLVMBuildFNeg(b, x, "")
+        case .abs: r = intrinsic("fabs", ty, [x], b)
+        case .exp: r = intrinsic("exp", ty, [x], b)
+        case .log: r = intrinsic("log", ty, [x], b)
+        case .sqrt: r = intrinsic("sqrt", ty, [x], b)
+        case .rsqrt: r = LLVMBuildFDiv(b, c(1), intrinsic("sqrt", ty, [x], b), "")
+        case .tanh: r = libm("tanh", ty, [x], b)
+        case .sigmoid: r = sigmoid(x)
+        case .relu: r = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOGT, x, c(0), ""), x, c(0), "")
+        case .gelu: r = LLVMBuildFMul(b, LLVMBuildFMul(b, c(0.5), x, ""), LLVMBuildFAdd(b, c(1), libm("erf", ty, [LLVMBuildFMul(b, x, c(1 / 2.0.squareRoot()), "")], b), ""), "")
+        case .silu: r = LLVMBuildFMul(b, x, sigmoid(x), "")
+        case .softplus:
+            let tail = libm("log1p", ty, [intrinsic("exp", ty, [LLVMBuildFNeg(b, intrinsic("fabs", ty, [x], b), "")], b)], b)
+            r = LLVMBuildFAdd(b, intrinsic("maxnum", ty, [x, c(0)], b), tail, "")
+        case .sin: r = intrinsic("sin", ty, [x], b)
+        case .cos: r = intrinsic("cos", ty, [x], b)
+        case .erf: r = libm("erf", ty, [x], b)
+        case .floor: r = intrinsic("floor", ty, [x], b)
+        case .sign:
+            let pos = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOGT, x, c(0), ""), c(1), c(0), "")
+            r = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, x, c(0), ""), c(-1), pos, "")
+        case .isFinite:
+            return (LLVMBuildFCmp(b, LLVMRealOLT, intrinsic("fabs", ty, [x], b), c(.infinity), ""), .bool)
+        case .not: r = x
+        default: r = x
+        }
+        return (r, ty)
+    }
+
+    func binary(_ op: ScalarOp, _ x: LLVMValueRef, _ y: LLVMValueRef, _ ty: ScalarType, _ b: LLVMBuilderRef) -> LLVMValueRef {
+        if ty == .bool { return op == .or ? LLVMBuildOr(b, x, y, "") : op == .and ? LLVMBuildAnd(b, x, y, "") : x }
+        if isFloat(ty) {
+            switch op {
+            case .add: return LLVMBuildFAdd(b, x, y, "")
+            case .sub: return LLVMBuildFSub(b, x, y, "")
+            case .mul: return LLVMBuildFMul(b, x, y, "")
+            case .div: return LLVMBuildFDiv(b, x, y, "")
+            case .pow: return intrinsic("pow", ty, [x, y], b)
+            case .max: return intrinsic("maxnum", ty, [x, y], b)
+            case .min: return intrinsic("minnum", ty, [x, y], b)
+            case .mod: return LLVMBuildFSub(b, x, LLVMBuildFMul(b, y, intrinsic("floor", ty, [LLVMBuildFDiv(b, x, y, "")], b), ""), "")
+            default: return x
+            }
+        }
+        let lt = t.type(ty), zero = t.int(0, lt)
+        switch op {
+        case .add: return LLVMBuildAdd(b, x, y, "")
+        case .sub: return LLVMBuildSub(b, x, y, "")
+        case .mul: return LLVMBuildMul(b, x, y, "")
+        case .max: return LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSGT, x, y, ""), x, y, "")
+        case .min: return LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, x, y, ""), x, y, "")
+        case .div, .mod:
+            if ty == .index { return op == .div ? LLVMBuildSDiv(b, x, y, "") : LLVMBuildSRem(b, x, y, "") }
+            // i32 tensors: division by zero gives 0; mod takes the divisor's sign (Python's %).
+            let isZero = LLVMBuildICmp(b, LLVMIntEQ, y, zero, "")!
+            let safe = LLVMBuildSelect(b, isZero, t.int(1, lt), y, "")!
+            if op == .div { return LLVMBuildSelect(b, isZero, zero, LLVMBuildSDiv(b, x, safe, ""), "") }
+            let r = LLVMBuildSRem(b, x, safe, "")!
+            let fix = LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntNE, r, zero, ""),
+                                   LLVMBuildICmp(b, LLVMIntNE, LLVMBuildICmp(b, LLVMIntSLT, r, zero, ""), LLVMBuildICmp(b, LLVMIntSLT, safe, zero, ""), ""), "")
+            return LLVMBuildSelect(b, isZero, zero, LLVMBuildSelect(b, fix, LLVMBuildAdd(b, r, safe, ""), r, ""), "")
+        case .pow:
+            let r = intrinsic("pow", .f64, [convert(x, from: ty, to: .f64, b), convert(y, from: ty, to: .f64, b)], b)
+            return convert(r, from: .f64, to: ty, b)
+        default: return x
+        }
+    }
+
+    func convert(_ x: LLVMValueRef, from: ScalarType, to: ScalarType, _ b: LLVMBuilderRef) -> LLVMValueRef {
+        if from == to { return x }
+        switch (from, to) {
+        case (.bool, .f32), (.bool, .f64): return LLVMBuildUIToFP(b, x, t.type(to), "")
+        case (.bool, _): return LLVMBuildZExt(b, x, t.type(to), "")
+        case (.f32, .bool), (.f64, .bool): return LLVMBuildFCmp(b, LLVMRealUNE, x, LLVMConstReal(t.type(from), 0), "")
+        case (_, .bool): return LLVMBuildICmp(b, LLVMIntNE, x, t.int(0, t.type(from)), "")
+        case (.f32, .f64): return LLVMBuildFPExt(b, x, t.f64, "")
+        case (.f64, .f32): return LLVMBuildFPTrunc(b, x, t.f32, "")
+        case (.f32, _), (.f64, _):
+            // Saturating: out-of-range floats clamp instead of being undefined.
+            let name = "llvm.fptosi.sat.\(to == .i32 ? "i32" : "i64").\(from == .f32 ? "f32" : "f64")"
+            return t.call(b, name, t.type(to), [x])
+        case (_, .f32), (_, .f64): return LLVMBuildSIToFP(b, x, t.type(to), "")
+        case (.i32, .index): return LLVMBuildSExt(b, x, t.i64, "")
+        default: return LLVMBuildTrunc(b, x, t.type(to), "")
+        }
+    }
+
+    /// The counter-based random numbers of docs/RUNTIME.md, inline.
+    func random(_ op: ScalarOp, _ args: [(LLVMValueRef, ScalarType)], _ b: LLVMBuilderRef) -> (LLVMValueRef, ScalarType) {
+        func mix(_ x: LLVMValueRef) -> LLVMValueRef {
+            var z = LLVMBuildAdd(b, x, LLVMConstInt(t.i64, 0x9E37_79B9_7F4A_7C15, 0), "")!
+            z = LLVMBuildMul(b, LLVMBuildXor(b, z, LLVMBuildLShr(b, z, t.int(30), ""), ""), LLVMConstInt(t.i64, 0xBF58_476D_1CE4_E5B9, 0), "")
+            z = LLVMBuildMul(b, LLVMBuildXor(b, z, LLVMBuildLShr(b, z, t.int(27), ""), ""), LLVMConstInt(t.i64, 0x94D0_49BB_1331_11EB, 0), "")
+            return LLVMBuildXor(b, z, LLVMBuildLShr(b, z, t.int(31), ""), "")
+        }
+        func keyed(_ key: (LLVMValueRef, ScalarType), _ low: LLVMValueRef) -> LLVMValueRef {
+            let k = LLVMBuildShl(b, LLVMBuildZExt(b, convert(key.0, from: key.1, to: .i32, b), t.i64, ""), t.int(32), "")
+            return LLVMBuildOr(b, k, LLVMBuildZExt(b, LLVMBuildTrunc(b, low, t.i32, ""), t.i64, ""), "")
+        }
+        func index(_ v: (LLVMValueRef, ScalarType)) -> LLVMValueRef { convert(v.0, from: v.1, to: .index, b) }
+        func bits(_ element: LLVMValueRef) -> LLVMValueRef { mix(LLVMBuildXor(b, mix(keyed(args[0], index(args[1]))), element, "")) }
+        func uniform(_ element: LLVMValueRef) -> LLVMValueRef {
+            let top = LLVMBuildLShr(b, bits(element), t.int(40), "")
+            return LLVMBuildFMul(b, LLVMBuildUIToFP(b, top, t.f64, ""), LLVMConstReal(t.f64, 0x1p-24), "")
+        }
+        switch op {
+        case .rngUniform: return (uniform(index(args[2])), .f64)
+        case .rngNormal:
+            let i2 = LLVMBuildMul(b, index(args[2]), t.int(2), "")!
+            let u1 = uniform(i2), u2 = uniform(LLVMBuildAdd(b, i2, t.int(1), ""))
+            let radius = intrinsic("sqrt", .f64, [LLVMBuildFMul(b, LLVMConstReal(t.f64, -2), intrinsic("log", .f64, [LLVMBuildFSub(b, LLVMConstReal(t.f64, 1), u1, "")], b), "")], b)
+            return (LLVMBuildFMul(b, radius, intrinsic("cos", .f64, [LLVMBuildFMul(b, LLVMConstReal(t.f64, 2 * Double.pi), u2, "")], b), ""), .f64)
+        case .rngBelow: return (LLVMBuildURem(b, bits(index(args[2])), index(args[3]), ""), .index)
+        default: // fold
+            let folded = mix(keyed(args[0], index(args[1])))
+            return (LLVMBuildTrunc(b, LLVMBuildLShr(b, folded, t.int(32), ""), t.i32, ""), .i32)
+        }
+    }
+}
+
+/// Scalar types of tensor elements and of mixed operands.
+enum LowerTypes {
+    static func scalar(_ d: DType) -> ScalarType { d == .f32 ? .f32 : d == .i32 ? .i32 : .bool }
+    /// The type two operands are computed in: the wider float, else the wider integer.
+    static func common(_ a: ScalarType, _ b: ScalarType) -> ScalarType {
+        if a == b { return a }
+        let order: [ScalarType] = [.bool, .i32, .index, .f32, .f64]
+        return order.firstIndex(of: a)! > order.firstIndex(of: b)! ? a : b
+    }
+}

@@ -1,0 +1,191 @@
+import CLLVM
+import Foundation
+
+/// Code generation and linking: the stages after the Graph IR passes.
+///   lower  -> Kernel IR (Sources/MDL/Kernel)
+///   llvm   -> one LLVM module (Sources/MDL/Codegen), `default<O3>` for the host CPU
+///   object -> machine code, linked with the runtime and OpenBLAS into an executable
+extension Driver {
+    public struct BuildError: Error, CustomStringConvertible {
+        public let description: String
+        public init(description: String) { self.description = description }
+    }
+
+    /// Wall time of each stage of a build, in seconds, and what it produced.
+    public struct BuildReport {
+        public var stages: [(name: String, seconds: Double)] = []
+        public var kernels = 0
+        public var gemmCalls = 0
+        public var objectBytes = 0
+    }
+
+    /// What `emit` produces from a compiled program.
+    public enum Artifact { case kernelIR, llvmIR, assembly, object }
+
+    static func time<T>(_ name: String, _ report: inout BuildReport, _ body: () throws -> T) rethrows -> T {
+        let start = DispatchTime.now().uptimeNanoseconds
+        defer { report.stages.append((name, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)) }
+        return try body()
+    }
+
+    /// Front end and passes, then lowering to the Kernel IR. Compile errors come back as diagnostics.
+    static func lower(path: String, report: inout BuildReport) throws -> (KernelProgram, String) {
+        let c = time("front end and passes", &report) { compile(path: path) }
+        guard c.succeeded, let m = c.module else { throw BuildError(description: c.diagnostics.render()) }
+        let irText = printIR(m)
+        do {
+            let program = try time("lower", &report) { try Lowering.run(m) }
+            for f in program.functions { count(f.steps, &report) }
+            return (program, irText)
+        } catch let e as Lowering.Failure {
+            throw BuildError(description: "\(path): error: cannot generate code: \(e.description)")
+        }
+    }
+
+    private static func count(_ steps: [Step], _ report: inout BuildReport) {
+        for s in steps {
+            switch s {
+            case .kernel(let k, _):
+                report.kernels += 1
+                report.gemmCalls += k.body.gemmCount
+            case .loop(_, _, _, let body), .sequence(let body): count(body, &report)
+            default: break
+            }
+        }
+    }
+
+    /// The Kernel IR text, the optimized LLVM IR, the assembly or the object code of an `.mdl` file.
+    public static func emit(_ artifact: Artifact, path: String, withMain: Bool = true) throws -> (bytes: [UInt8], report: BuildReport) {
+        var report = BuildReport()
+        let (program, irText) = try lower(path: path, report: &report)
+        if artifact == .kernelIR { return (Array(KernelPrinter().print(program).utf8), report) }
+        let target = try HostTarget()
+        let context = LLVMContextCreate()!
+        defer { LLVMContextDispose(context) }
+        let module = LLVMModuleCreateWithNameInContext(program.module.name, context)!
+        defer { LLVMDisposeModule(module) }
+        try time("llvm", &report) {
+            let manifest = Manifest.text(program, hash: Manifest.hash(irText + mdlVersion))
+            try ProgramEmitter(program: program, manifest: manifest).emit(into: module, context: context, withMain: withMain)
+            var message: UnsafeMutablePointer<CChar>?
+            if LLVMVerifyModule(module, LLVMReturnStatusAction, &message) != 0 {
+                let text = message.map { String(cString: $0) } ?? ""
+                LLVMDisposeMessage(message)
+                throw BuildError(description: "internal compiler error: invalid LLVM IR for \(path): \(text.prefix(2000))")
+            }
+            LLVMDisposeMessage(message)
+            try target.optimize(module)
+        }
+        switch artifact {
+        case .llvmIR:
+            let text = LLVMPrintModuleToString(module)!
+            defer { LLVMDisposeMessage(text) }
+            return (Array(String(cString: text).utf8), report)
+        case .assembly:
+            return (try time("object", &report) { try target.machineCode(module, assembly: true) }, report)
+        default:
+            let object = try time("object", &report) { try target.machineCode(module, assembly: false) }
+            report.objectBytes = object.count
+            return (object, report)
+        }
+    }
+
+    /// `mdlc build`: source to a linked executable at `output`.
+    public static func build(path: String, output: String) throws -> BuildReport {
+        var (object, report) = try emit(.object, path: path)
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("mdlc-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let objectPath = dir.appendingPathComponent("program.o").path
+        guard FileManager.default.createFile(atPath: objectPath, contents: Data(object)) else {
+            throw BuildError(description: "cannot write the object file '\(objectPath)'")
+        }
+        try time("link", &report) {
+            let runtime = try runtimeObjects()
+            let linker = try findLinker()
+            // Link into a temporary name next to the output, then rename: a failed link leaves no half-written binary.
+            let temporary = output + ".tmp-\(getpid())"
+            let args = [objectPath] + runtime + ["-o", temporary, "-lopenblas", "-lm", "-lpthread"]
+            let (status, text) = run(linker, args)
+            guard status == 0 else {
+                try? FileManager.default.removeItem(atPath: temporary)
+                throw BuildError(description: "linking '\(output)' with \(linker) failed:\n\(text)")
+            }
+            if rename(temporary, output) != 0 {
+                try? FileManager.default.removeItem(atPath: temporary)
+                throw BuildError(description: "cannot write '\(output)': \(String(cString: strerror(errno)))")
+            }
+        }
+        return report
+    }
+
+    /// The runtime's object files, compiled by SwiftPM next to this executable (`MDLRuntime.build/`),
+    /// or in `MDL_RUNTIME_DIR`.
+    static func runtimeObjects() throws -> [String] {
+        var candidates: [String] = []
+        if let env = ProcessInfo.processInfo.environment["MDL_RUNTIME_DIR"] { candidates.append(env) }
+        let exe = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
+        candidates.append(exe.deletingLastPathComponent().appendingPathComponent("MDLRuntime.build").path)
+        for dir in candidates {
+            guard let files = try? FileManager.default.contentsOfDirectory(atPath: dir) else { continue }
+            let objects = files.filter { $0.hasSuffix(".o") }.sorted().map { dir + "/" + $0 }
+            if !objects.isEmpty { return objects }
+        }
+        throw BuildError(description: "cannot find the mdl runtime's object files (looked in \(candidates.joined(separator: ", "))); build mdlc with 'swift build' or set MDL_RUNTIME_DIR")
+    }
+
+    /// The C compiler driver used as linker: the Swift toolchain's clang, then cc.
+    static func findLinker() throws -> String {
+        let path = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":").map(String.init)
+        for name in ["clang", "cc", "gcc"] {
+            for dir in path where FileManager.default.isExecutableFile(atPath: dir + "/" + name) { return dir + "/" + name }
+        }
+        throw BuildError(description: "no linker found: install clang or gcc (apt-get install clang), or put the Swift toolchain's bin folder on PATH")
+    }
+
+    static func run(_ tool: String, _ args: [String]) -> (Int32, String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: tool)
+        p.arguments = args
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        p.standardError = pipe
+        do { try p.run() } catch { return (-1, "cannot run \(tool): \(error)") }
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+}
+
+extension Array where Element == KernelStmt {
+    var gemmCount: Int {
+        reduce(0) { n, s in
+            switch s {
+            case .gemm: return n + 1
+            case .loop(_, _, let body), .when(_, let body): return n + body.gemmCount
+            default: return n
+            }
+        }
+    }
+}
+
+extension Driver {
+    /// `mdlc run`: the path of an executable for `path`, built unless the cache has one for the
+    /// same program. The key hashes the program's Graph IR after the front end (so the source
+    /// and everything it imports), the compiler version and this compiler executable's identity.
+    public static func cachedBuild(path: String) throws -> String {
+        let c = compile(path: path, stopAfter: "sema")
+        guard c.succeeded, let m = c.module else { throw BuildError(description: c.diagnostics.render()) }
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        let attributes = (try? FileManager.default.attributesOfItem(atPath: exe)) ?? [:]
+        let identity = "\((attributes[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0) \((attributes[.size] as? Int) ?? 0)"
+        let key = Manifest.hash(printIR(m) + mdlVersion + identity)
+        let env = ProcessInfo.processInfo.environment
+        let base = env["MDL_CACHE_DIR"] ?? ((env["XDG_CACHE_HOME"] ?? (NSHomeDirectory() + "/.cache")) + "/mdl")
+        try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
+        let binary = base + "/\(m.name)-\(String(key, radix: 16))"
+        if FileManager.default.isExecutableFile(atPath: binary) { return binary }
+        _ = try build(path: path, output: binary)
+        return binary
+    }
+}

@@ -1,0 +1,421 @@
+/// The lowering rule of every op that computes a new buffer: one kernel per op. The result
+/// buffer is always the kernel's first buffer. Scratch buffers (im2col columns) are
+/// allocated around the kernel by `lowerBlock`.
+extension FunctionLowering {
+    func type(_ v: Value) -> TensorType { function.type(of: v) }
+    func buf(_ v: Value) -> BufferID { bufferOf[v.id]! }
+
+    mutating func makeKernel(_ op: Operation, _ buffers: [BufferID], _ body: [KernelStmt]) -> Kernel {
+        kernelCount += 1
+        var unique: [BufferID] = []
+        for b in buffers where !unique.contains(b) { unique.append(b) }
+        return Kernel(name: "\(function.name).k\(kernelCount).\(op.op.name)", op: op.op.name, buffers: unique, body: body)
+    }
+
+    static func scalarType(_ d: DType) -> ScalarType {
+        switch d { case .f32: return .f32; case .i32: return .i32; case .bool: return .bool }
+    }
+
+    /// The scalar computation of an elementwise op from its operands' elements.
+    static func elementwise(_ op: Operation, _ x: [ScalarExpr]) -> ScalarExpr {
+        switch op.op {
+        case .select: return .select(x[0], x[1], x[2])
+        case .cast:
+            guard case .dtype(let d)? = op.attrs["dtype"] else { return x[0] }
+            return .convert(x[0], scalarType(d))
+        case _ where OpKind.unary.contains(op.op): return .unary(ScalarOp(rawValue: op.op.name)!, x[0])
+        default: return .binary(ScalarOp(rawValue: op.op.name)!, x[0], x[1])
+        }
+    }
+
+    func axis(_ op: Operation, _ key: String = "axis", rank: Int) -> Int {
+        let a = op.attrs[key]?.intValue ?? 0
+        return a < 0 ? a + rank : a
+    }
+    func product(_ dims: ArraySlice<Dim>) -> ScalarExpr { ScalarExpr(dims.reduce(Dim(1), *)) }
+    func dims(_ op: Operation, _ key: String) -> [Dim] { op.attrs[key]?.dims ?? [] }
+    func ints(_ op: Operation, _ key: String) -> [Int] { op.attrs[key]?.ints ?? [] }
+
+    mutating func lowerOp(_ op: Operation, result out: BufferID) throws -> Kernel {
+        let rt = type(op.results[0])
+        let shape = rt.shape
+        let operands = op.op == .matmul ? [] : op.operands.map(buf)  // matmul operands may be folded transposes
+        let types = op.operands.map(type)
+        let count = ScalarExpr(rt.shape.reduce(Dim(1), *))
+        let fill = { (value: ScalarExpr) -> KernelStmt in .loop("i", count, [.store(out, .v("i"), value)]) }
+
+        switch op.op {
+        case _ where OpKind.unary.contains(op.op) || OpKind.binary.contains(op.op) || op.op == .select || op.op == .cast:
+            let flat = types.allSatisfy { $0.shape == shape || $0.shape.allSatisfy { $0 == 1 } }
+            if flat {
+                let x = zip(operands, types).map { b, t in ScalarExpr.load(b, t.shape == shape ? .v("i") : .index(0)) }
+                return makeKernel(op, [out] + operands, [fill(Self.elementwise(op, x))])
+            }
+            return makeKernel(op, [out] + operands, loopNest(shape) { idx in
+                let x = zip(operands, types).map { b, t in ScalarExpr.load(b, broadcastIndex(idx, operand: t.shape)) }
+                return [.store(out, flatIndex(idx, shape), Self.elementwise(op, x))]
+            })
+
+        case .constant:
+            let st = Self.scalarType(rt.dtype)
+            if case .list(let items)? = op.attrs["value"] {
+                return makeKernel(op, [out], [fill(.table(items.map { $0.doubleValue ?? 0 }, st, .v("i")))])
+            }
+            return makeKernel(op, [out], [fill(.constant(op.attrs["value"]?.doubleValue ?? 0, st))])
+
+        case .iota:
+            let a = axis(op, rank: shape.count)
+            return makeKernel(op, [out], loopNest(shape) { idx in [.store(out, flatIndex(idx, shape), .convert(idx[a], .i32))] })
+
+        case .sym:
+            guard let d = op.attrs["dim"]?.dimValue else { throw fail("'sym' without a size") }
+            return makeKernel(op, [out], [.store(out, .index(0), .convert(ScalarExpr(d), .i32))])
+
+        case .sum, .mean, .reduce_max, .reduce_min, .logsumexp, .argmax:
+            return makeKernel(op, [out, operands[0]], reduction(op, input: operands[0], inputShape: types[0].shape, out: out))
+
+        case .cumsum:
+            let s = types[0].shape, a = axis(op, rank: s.count)
+            let outer = product(s[..<a]), n = ScalarExpr(s[a]), inner = product(s[(a + 1)...])
+            let at = (ScalarExpr.v("o") * n + .v("j")) * inner + .v("q")
+            return makeKernel(op, [out, operands[0]], [.loop("o", outer, [.loop("q", inner, [
+                .declare("acc", .constant(0, Self.scalarType(rt.dtype))),
+                .loop("j", n, [.accumulate("acc", .add, .load(operands[0], at)), .store(out, at, .v("acc"))]),
+            ])])])
+
+        case .transpose:
+            let perm = ints(op, "perm")
+            let inStrides = rowMajorStrides(types[0].shape)
+            return makeKernel(op, [out, operands[0]], loopNest(shape) { idx in
+                let source = idx.indices.reduce(ScalarExpr.index(0)) { $0 + idx[$1] * inStrides[perm[$1]] }
+                return [.store(out, flatIndex(idx, shape), .load(operands[0], source))]
+            })
+
+        case .broadcast:
+            return makeKernel(op, [out, operands[0]], loopNest(shape) { idx in
+                [.store(out, flatIndex(idx, shape), .load(operands[0], broadcastIndex(idx, operand: types[0].shape)))]
+            })
+
+        case .slice:
+            let starts = dims(op, "starts"), steps = ints(op, "strides")
+            let inStrides = rowMajorStrides(types[0].shape)
+            return makeKernel(op, [out, operands[0]], loopNest(shape) { idx in
+                let source = idx.indices.reduce(ScalarExpr.index(0)) { $0 + (ScalarExpr(starts[$1]) + idx[$1] * .index(steps[$1])) * inStrides[$1] }
+                return [.store(out, flatIndex(idx, shape), .load(operands[0], source))]
+            })
+
+        case .concat:
+            let a = axis(op, rank: shape.count)
+            var offset = Dim(0)
+            var body: [KernelStmt] = []
+            for (b, t) in zip(operands, types) {
+                let start = offset
+                body += loopNest(t.shape) { idx in
+                    var target = idx
+                    target[a] = idx[a] + ScalarExpr(start)
+                    return [.store(out, flatIndex(target, shape), .load(b, flatIndex(idx, t.shape)))]
+                }
+                offset = offset + t.shape[a]
+            }
+            return makeKernel(op, [out] + operands, body)
+
+        case .pad:
+            let low = dims(op, "low")
+            let interior = op.attrs["interior"]?.ints ?? Array(repeating: 0, count: shape.count)
+            let value = ScalarExpr.constant(op.attrs["value"]?.doubleValue ?? 0, Self.scalarType(rt.dtype))
+            let body = loopNest(types[0].shape) { idx in
+                var target: [ScalarExpr] = []
+                var inside: ScalarExpr?
+                for axis in idx.indices {
+                    let t = ScalarExpr(low[axis]) + idx[axis] * .index(interior[axis] + 1)
+                    target.append(t)
+                    if low[axis].constant.map({ $0 < 0 }) ?? true || interior[axis] != 0 || op.attrs["high"]?.dims?[axis].constant.map({ $0 < 0 }) ?? true {
+                        let ok = ScalarExpr.index(0).lt(t + .index(1)).and(t.lt(ScalarExpr(shape[axis])))
+                        inside = inside.map { $0.and(ok) } ?? ok
+                    }
+                }
+                let store = KernelStmt.store(out, flatIndex(target, shape), .load(operands[0], flatIndex(idx, types[0].shape)))
+                return [inside.map { .when($0, [store]) } ?? store]
+            }
+            return makeKernel(op, [out, operands[0]], [fill(value)] + body)
+
+        case .take:
+            let s = types[0].shape, a = axis(op, rank: s.count)
+            let outer = product(s[..<a]), n = ScalarExpr(s[a]), inner = product(s[(a + 1)...])
+            let m = ScalarExpr(types[1].shape.reduce(Dim(1), *))
+            return makeKernel(op, [out, operands[0], operands[1]], [.loop("o", outer, [.loop("j", m, [
+                .bind("k", .convert(.load(operands[1], .v("j")), .index)),
+                .fail(ScalarExpr.v("k").lt(.index(0)).or(ScalarExpr.v("k").ge(n)), 2, "take: an index is out of range"),
+                .loop("q", inner, [.store(out, (ScalarExpr.v("o") * m + .v("j")) * inner + .v("q"),
+                                          .load(operands[0], (ScalarExpr.v("o") * n + .v("k")) * inner + .v("q")))]),
+            ])])])
+
+        case .scatter_add:
+            let a = axis(op, rank: shape.count)
+            let outer = product(shape[..<a]), n = ScalarExpr(shape[a]), inner = product(shape[(a + 1)...])
+            let e = ScalarExpr(types[1].shape.reduce(Dim(1), *))
+            let at = (ScalarExpr.v("o") * n + .v("k")) * inner + .v("q")
+            return makeKernel(op, [out, operands[0], operands[1]], [fill(.f32(0)), .loop("o", outer, [.loop("j", e, [
+                .bind("k", .convert(.load(operands[1], .v("j")), .index)),
+                .fail(ScalarExpr.v("k").lt(.index(0)).or(ScalarExpr.v("k").ge(n)), 2, "scatter_add: an index is out of range"),
+                .loop("q", inner, [.store(out, at, .binary(.add, .load(out, at), .load(operands[0], (ScalarExpr.v("o") * e + .v("j")) * inner + .v("q"))))]),
+            ])])])
+
+        case .update_slice:
+            let a = axis(op, rank: shape.count)
+            let outer = product(shape[..<a]), n = ScalarExpr(shape[a]), inner = product(shape[(a + 1)...])
+            return makeKernel(op, [out] + operands, [
+                fill(.load(operands[0], .v("i"))),
+                .bind("k", .convert(.load(operands[2], .index(0)), .index)),
+                .fail(ScalarExpr.v("k").lt(.index(0)).or(ScalarExpr.v("k").ge(n)), 2, "update: the index is out of range"),
+                .loop("o", outer, [.loop("q", inner, [
+                    .store(out, (ScalarExpr.v("o") * n + .v("k")) * inner + .v("q"), .load(operands[1], .v("o") * inner + .v("q"))),
+                ])]),
+            ])
+
+        case .one_hot:
+            let depth = ScalarExpr.index(op.attrs["depth"]?.intValue ?? 0)
+            let m = ScalarExpr(types[0].shape.reduce(Dim(1), *))
+            return makeKernel(op, [out, operands[0]], [fill(.f32(0)), .loop("j", m, [
+                .bind("k", .convert(.load(operands[0], .v("j")), .index)),
+                .when(ScalarExpr.index(0).lt(.v("k") + .index(1)).and(ScalarExpr.v("k").lt(depth)), [.store(out, .v("j") * depth + .v("k"), .f32(1))]),
+            ])])
+
+        case .matmul:
+            return makeKernel(op, [out] + matmulOperands(op).map(\.buffer), matmul(op, out: out))
+
+        case .conv2d:
+            return try convolution(op, out: out)
+        case .conv2d_transpose:
+            return try transposedConvolution(op, out: out)
+        case .maxpool2d, .avgpool2d, .maxpool2d_grad, .avgpool2d_grad:
+            return makeKernel(op, [out] + operands, pooling(op, out: out))
+
+        case .random_uniform, .random_normal, .random_randint, .random_bernoulli, .random_categorical:
+            return makeKernel(op, [out] + operands, random(op, out: out, count: count))
+
+        case .rng_fold:
+            return makeKernel(op, [out] + operands, [.store(out, .index(0), .call(.rngFold, [.load(operands[0], .index(0)), .load(operands[1], .index(0))]))])
+
+        default:
+            throw fail("no lowering for '\(op.op.name)'")
+        }
+    }
+
+    // MARK: reductions
+
+    func reduction(_ op: Operation, input: BufferID, inputShape s: [Dim], out: BufferID) -> [KernelStmt] {
+        let rank = s.count
+        let axes = Set(op.op == .argmax ? [axis(op, rank: rank)] : normalizedAxes(ints(op, "axes"), rank: rank))
+        let kept = (0..<rank).filter { !axes.contains($0) }
+        let reducedAxes = (0..<rank).filter { axes.contains($0) }
+        let keptShape = kept.map { s[$0] }
+        let groupSize = ScalarExpr(reducedAxes.map { s[$0] }.reduce(Dim(1), *))
+        let inStrides = rowMajorStrides(s)
+        func at(_ keptIdx: [ScalarExpr], _ redIdx: [ScalarExpr]) -> ScalarExpr {
+            var e = ScalarExpr.index(0)
+            for (k, i) in zip(kept, keptIdx) { e = e + i * inStrides[k] }
+            for (r, i) in zip(reducedAxes, redIdx) { e = e + i * inStrides[r] }
+            return e
+        }
+        let identity: Double = op.op == .reduce_max ? -.infinity : op.op == .reduce_min ? .infinity : 0
+        let combine: ScalarOp = op.op == .reduce_max ? .max : op.op == .reduce_min ? .min : .add
+        let outCount = ScalarExpr(keptShape.reduce(Dim(1), *))
+
+        // Sums, means, maxima and minima that keep the last axis accumulate into the output in input
+        // order, so the innermost loop runs along contiguous rows of both buffers and vectorizes.
+        if [.sum, .mean, .reduce_max, .reduce_min].contains(op.op), let last = kept.last, last == rank - 1, !reducedAxes.isEmpty {
+            let outStrides = rowMajorStrides(keptShape)
+            var body: [KernelStmt] = [.loop("i", outCount, [.store(out, .v("i"), .f32(identity))])]
+            body += loopNest(s) { idx in
+                var o = ScalarExpr.index(0)
+                for (j, k) in kept.enumerated() { o = o + idx[k] * outStrides[j] }
+                return [.store(out, o, .binary(combine, .load(out, o), .load(input, flatIndex(idx, s))))]
+            }
+            if op.op == .mean {
+                body.append(.loop("i", outCount, [.store(out, .v("i"), .binary(.div, .load(out, .v("i")), .convert(groupSize, .f32)))]))
+            }
+            return body
+        }
+        let red = reducedAxes.map { s[$0] }
+        let outIndex = { (keptIdx: [ScalarExpr]) in flatIndex(keptIdx, keptShape) }
+        switch op.op {
+        case .argmax:
+            return loopNest(keptShape, prefix: "o") { keptIdx in
+                [.declare("best", .load(input, at(keptIdx, [.index(0)]))), .declare("arg", .index(0))]
+                + loopNest(red, prefix: "r") { r in
+                    [.bind("x", .load(input, at(keptIdx, r))),
+                     .when(.binary(.gt, .v("x"), .v("best")), [.assign("best", .v("x")), .assign("arg", r[0])])]
+                }
+                + [.store(out, outIndex(keptIdx), .convert(.v("arg"), .i32))]
+            }
+        case .logsumexp:
+            return loopNest(keptShape, prefix: "o") { keptIdx in
+                [.declare("m", .f32(-.infinity))]
+                + loopNest(red, prefix: "r") { r in [.accumulate("m", .max, .load(input, at(keptIdx, r)))] }
+                + [.bind("shift", .select(.unary(.isFinite, .v("m")), .v("m"), .f32(0))), .declare("acc", .f32(0))]
+                + loopNest(red, prefix: "r") { r in
+                    [.accumulate("acc", .add, .unary(.exp, .binary(.sub, .load(input, at(keptIdx, r)), .v("shift"))))]
+                }
+                + [.store(out, outIndex(keptIdx), .select(.unary(.isFinite, .v("m")),
+                                                          .binary(.add, .v("m"), .unary(.log, .v("acc"))), .v("m")))]
+            }
+        default:
+            return loopNest(keptShape, prefix: "o") { keptIdx in
+                [.declare("acc", .f32(identity))]
+                + loopNest(red, prefix: "r") { r in [.accumulate("acc", combine, .load(input, at(keptIdx, r)))] }
+                + [.store(out, outIndex(keptIdx), op.op == .mean ? .binary(.div, .v("acc"), .convert(groupSize, .f32)) : .v("acc"))]
+            }
+        }
+    }
+
+    // MARK: matrix products
+
+    /// The matmul operands after folding transposes: buffer, stored shape, transposed flag.
+    func matmulOperands(_ op: Operation) -> [(buffer: BufferID, shape: [Dim], transposed: Bool)] {
+        op.operands.map { v in
+            if let source = foldedTransposes[v.id] { return (buf(source), type(source).shape, true) }
+            return (buf(v), type(v).shape, false)
+        }
+    }
+
+    func matmul(_ op: Operation, out: BufferID) -> [KernelStmt] {
+        let shape = type(op.results[0]).shape
+        let ops = matmulOperands(op)
+        let (a, b) = (ops[0], ops[1])
+        let m = shape[shape.count - 2], n = shape[shape.count - 1]
+        let k = a.transposed ? a.shape[a.shape.count - 2] : a.shape[a.shape.count - 1]
+        let batch = Array(shape.dropLast(2))
+        let aBatch = Array(a.shape.dropLast(2)), bBatch = Array(b.shape.dropLast(2))
+        return loopNest(batch, prefix: "n") { idx in
+            [.gemm(Gemm(a: a.buffer, aOffset: broadcastIndex(idx, operand: aBatch) * ScalarExpr(m * k), transposeA: a.transposed,
+                        b: b.buffer, bOffset: broadcastIndex(idx, operand: bBatch) * ScalarExpr(k * n), transposeB: b.transposed,
+                        c: out, cOffset: flatIndex(idx, batch) * ScalarExpr(m * n), m: ScalarExpr(m), n: ScalarExpr(n), k: ScalarExpr(k), accumulate: false))]
+        }
+    }
+
+    // MARK: convolutions and pooling
+
+    /// conv2d as im2col into a scratch buffer, then one GEMM per image: out[n] = w[O, C*KH*KW] @ cols[C*KH*KW, OH*OW].
+    mutating func convolution(_ op: Operation, out: BufferID) throws -> Kernel {
+        let (x, w) = (buf(op.operands[0]), buf(op.operands[1]))
+        let xs = type(op.operands[0]).shape, ws = type(op.operands[1]).shape, os = type(op.results[0]).shape
+        let stride = ints(op, "stride"), pad = ints(op, "padding"), dil = ints(op, "dilation")
+        let (c, h, wd) = (ScalarExpr(xs[1]), ScalarExpr(xs[2]), ScalarExpr(xs[3]))
+        let (kh, kw) = (ScalarExpr(ws[2]), ScalarExpr(ws[3]))
+        let (oh, ow) = (ScalarExpr(os[2]), ScalarExpr(os[3]))
+        let ckk = xs[1] * ws[2] * ws[3], ohw = os[2] * os[3]
+        let cols = scratch("cols", TensorType(.f32, [ckk, ohw]))
+        let iy = ScalarExpr.v("y") * .index(stride[0]) - .index(pad[0]) + .v("ki") * .index(dil[0])
+        let ix = ScalarExpr.v("x") * .index(stride[1]) - .index(pad[1]) + .v("kj") * .index(dil[1])
+        let inside = ScalarExpr.index(0).lt(iy + .index(1)).and(iy.lt(h)).and(ScalarExpr.index(0).lt(ix + .index(1))).and(ix.lt(wd))
+        let source = ((ScalarExpr.v("n") * c + .v("c")) * h + iy) * wd + ix
+        let row = (ScalarExpr.v("c") * kh + .v("ki")) * kw + .v("kj")
+        let im2col: [KernelStmt] = [.loop("c", c, [.loop("ki", kh, [.loop("kj", kw, [.loop("y", oh, [.loop("x", ow, [
+            .store(cols, row * ScalarExpr(ohw) + .v("y") * ow + .v("x"), .select(inside, .load(x, .select(inside, source, .index(0))), .f32(0))),
+        ])])])])])]
+        let gemm = KernelStmt.gemm(Gemm(a: w, aOffset: .index(0), transposeA: false, b: cols, bOffset: .index(0), transposeB: false,
+                                  c: out, cOffset: .v("n") * ScalarExpr(os[1] * ohw), m: ScalarExpr(os[1]), n: ScalarExpr(ohw), k: ScalarExpr(ckk), accumulate: false))
+        return makeKernel(op, [out, x, w, cols], [.loop("n", ScalarExpr(xs[0]), im2col + [gemm])])
+    }
+
+    /// conv2d_transpose as one GEMM per image, cols[O*KH*KW, H*W] = w[C, O*KH*KW]^T @ x[n][C, H*W], then col2im.
+    mutating func transposedConvolution(_ op: Operation, out: BufferID) throws -> Kernel {
+        let (x, w) = (buf(op.operands[0]), buf(op.operands[1]))
+        let xs = type(op.operands[0]).shape, ws = type(op.operands[1]).shape, os = type(op.results[0]).shape
+        let stride = ints(op, "stride"), pad = ints(op, "padding")
+        let (h, wd) = (ScalarExpr(xs[2]), ScalarExpr(xs[3]))
+        let (o, kh, kw) = (ScalarExpr(ws[1]), ScalarExpr(ws[2]), ScalarExpr(ws[3]))
+        let (oh, ow) = (ScalarExpr(os[2]), ScalarExpr(os[3]))
+        let okk = ws[1] * ws[2] * ws[3], hw = xs[2] * xs[3]
+        let cols = scratch("cols", TensorType(.f32, [okk, hw]))
+        let oy = ScalarExpr.v("y") * .index(stride[0]) - .index(pad[0]) + .v("ki")
+        let ox = ScalarExpr.v("x") * .index(stride[1]) - .index(pad[1]) + .v("kj")
+        let inside = ScalarExpr.index(0).lt(oy + .index(1)).and(oy.lt(oh)).and(ScalarExpr.index(0).lt(ox + .index(1))).and(ox.lt(ow))
+        let target = ((ScalarExpr.v("n") * o + .v("o")) * oh + oy) * ow + ox
+        let row = (ScalarExpr.v("o") * kh + .v("ki")) * kw + .v("kj")
+        let gemm = KernelStmt.gemm(Gemm(a: w, aOffset: .index(0), transposeA: true, b: x, bOffset: .v("n") * ScalarExpr(xs[1] * hw), transposeB: false,
+                                  c: cols, cOffset: .index(0), m: ScalarExpr(okk), n: ScalarExpr(hw), k: ScalarExpr(xs[1]), accumulate: false))
+        let col2im: [KernelStmt] = [.loop("o", o, [.loop("ki", kh, [.loop("kj", kw, [.loop("y", h, [.loop("x", wd, [
+            .when(inside, [.store(out, target, .binary(.add, .load(out, target), .load(cols, row * ScalarExpr(hw) + .v("y") * wd + .v("x"))))]),
+        ])])])])])]
+        let zero = KernelStmt.loop("i", ScalarExpr(os.reduce(Dim(1), *)), [.store(out, .v("i"), .f32(0))])
+        return makeKernel(op, [out, x, w, cols], [zero, .loop("n", ScalarExpr(xs[0]), [gemm] + col2im)])
+    }
+
+    func pooling(_ op: Operation, out: BufferID) -> [KernelStmt] {
+        let x = buf(op.operands[0])
+        let xs = type(op.operands[0]).shape
+        let kernel = ints(op, "kernel"), stride = ints(op, "stride"), pad = ints(op, "padding")
+        let (h, wd) = (ScalarExpr(xs[2]), ScalarExpr(xs[3]))
+        let grad = op.op == .maxpool2d_grad || op.op == .avgpool2d_grad
+        let ws = grad ? type(op.operands[1]).shape : type(op.results[0]).shape
+        let (oh, ow) = (ScalarExpr(ws[2]), ScalarExpr(ws[3]))
+        let planes = ScalarExpr(xs[0] * xs[1])
+        let iy = ScalarExpr.v("y") * .index(stride[0]) - .index(pad[0]) + .v("ki")
+        let ix = ScalarExpr.v("x") * .index(stride[1]) - .index(pad[1]) + .v("kj")
+        let inside = ScalarExpr.index(0).lt(iy + .index(1)).and(iy.lt(h)).and(ScalarExpr.index(0).lt(ix + .index(1))).and(ix.lt(wd))
+        let at = (ScalarExpr.v("p") * h + iy) * wd + ix
+        let window = ScalarExpr.index(kernel[0] * kernel[1])
+        let windowIndex = (ScalarExpr.v("p") * oh + .v("y")) * ow + .v("x")
+        func overWindow(_ body: [KernelStmt]) -> KernelStmt { .loop("ki", .index(kernel[0]), [.loop("kj", .index(kernel[1]), [.when(inside, body)])]) }
+        func overOutputs(_ body: [KernelStmt]) -> KernelStmt { .loop("p", planes, [.loop("y", oh, [.loop("x", ow, body)])]) }
+        let zero = KernelStmt.loop("i", ScalarExpr(xs.reduce(Dim(1), *)), [.store(out, .v("i"), .f32(0))])
+        switch op.op {
+        case .maxpool2d:
+            return [overOutputs([.declare("acc", .f32(-.infinity)), overWindow([.accumulate("acc", .max, .load(x, at))]),
+                                 .store(out, windowIndex, .v("acc"))])]
+        case .avgpool2d:
+            return [overOutputs([.declare("acc", .f32(0)), overWindow([.accumulate("acc", .add, .load(x, at))]),
+                                 .store(out, windowIndex, .binary(.div, .v("acc"), .convert(window, .f32)))])]
+        case .maxpool2d_grad:
+            let g = buf(op.operands[1])
+            return [zero, overOutputs([
+                .declare("best", .f32(-.infinity)), .declare("arg", .index(-1)),
+                overWindow([.bind("v", .load(x, at)), .when(.binary(.gt, .v("v"), .v("best")), [.assign("best", .v("v")), .assign("arg", at)])]),
+                .when(ScalarExpr.index(0).lt(.v("arg") + .index(1)), [.store(out, .v("arg"), .binary(.add, .load(out, .v("arg")), .load(g, windowIndex)))]),
+            ])]
+        default:
+            let g = buf(op.operands[1])
+            return [zero, overOutputs([
+                .bind("share", .binary(.div, .load(g, windowIndex), .convert(window, .f32))),
+                overWindow([.store(out, at, .binary(.add, .load(out, at), .v("share")))]),
+            ])]
+        }
+    }
+
+    // MARK: random numbers
+
+    func random(_ op: Operation, out: BufferID, count: ScalarExpr) -> [KernelStmt] {
+        let key = ScalarExpr.load(buf(op.operands[0]), .index(0))
+        let stream = ScalarExpr.index(op.attrs["stream"]?.intValue ?? 0)
+        func uniform(_ i: ScalarExpr) -> ScalarExpr { .call(.rngUniform, [key, stream, i]) }
+        let f64 = { (x: Double) in ScalarExpr.constant(x, .f64) }
+        switch op.op {
+        case .random_uniform:
+            let lo = op.attrs["low"]?.doubleValue ?? 0, hi = op.attrs["high"]?.doubleValue ?? 1
+            return [.loop("i", count, [.store(out, .v("i"), .convert(.binary(.add, f64(lo), .binary(.mul, f64(hi - lo), uniform(.v("i")))), .f32))])]
+        case .random_normal:
+            return [.loop("i", count, [.store(out, .v("i"), .convert(.call(.rngNormal, [key, stream, .v("i")]), .f32))])]
+        case .random_randint:
+            let lo = op.attrs["low"]?.intValue ?? 0, span = max(1, (op.attrs["high"]?.intValue ?? 1) &- lo)
+            return [.loop("i", count, [.store(out, .v("i"), .convert(.index(lo) + .call(.rngBelow, [key, stream, .v("i"), .index(span)]), .i32))])]
+        case .random_bernoulli:
+            let p = buf(op.operands[1])
+            return [.loop("i", count, [.store(out, .v("i"), .select(.binary(.lt, uniform(.v("i")), .convert(.load(p, .v("i")), .f64)), .f32(1), .f32(0)))])]
+        default:
+            let logits = buf(op.operands[1])
+            let classes = ScalarExpr(type(op.operands[1]).shape.last ?? 1)
+            let at = ScalarExpr.v("i") * classes + .v("c")
+            return [.loop("i", count, [
+                .declare("best", f64(-.infinity)), .declare("arg", .index(0)),
+                .loop("c", classes, [
+                    .bind("score", .binary(.sub, .convert(.load(logits, at), .f64),
+                                           .unary(.log, .unary(.neg, .unary(.log, .binary(.add, uniform(at), f64(0x1p-25))))))),
+                    .when(.binary(.gt, .v("score"), .v("best")), [.assign("best", .v("score")), .assign("arg", .v("c"))]),
+                ]),
+                .store(out, .v("i"), .convert(.v("arg"), .i32)),
+            ])]
+        }
+    }
+}
