@@ -110,14 +110,17 @@ manifest_t *manifest_parse(const char *text) {
         int n = 0;
         char **extra = NULL; /* updates/evals lines may be long */
         int n_extra = 0;
-        char *save_tok = NULL;
-        for (char *t = strtok_r(line, " ", &save_tok); t; t = strtok_r(NULL, " ", &save_tok)) {
+        /* Exactly one space between tokens, so an empty token is an empty name (an unnamed result). */
+        for (char *t = line; t;) {
+            char *space = strchr(t, ' ');
+            if (space) *space = 0;
             if (n < (int)(sizeof tok / sizeof *tok))
                 tok[n++] = t;
             else
                 PUSH(extra, n_extra, t);
+            t = space ? space + 1 : NULL;
         }
-        if (n == 0) continue;
+        if (n == 1 && !*tok[0]) continue;
         if (n_extra && strcmp(tok[0], "updates") != 0 && strcmp(tok[0], "evals") != 0)
             bad("too many tokens in a '%s' record", tok[0]);
         const char *rec = tok[0];
@@ -131,7 +134,9 @@ manifest_t *manifest_parse(const char *text) {
             } else if (strcmp(rec, "input") == 0 || strcmp(rec, "output") == 0) {
                 if (n < 2) bad("incomplete '%s' record", rec);
                 decl_t d = {0};
-                d.name = xstrdup(unescape(tok[1]));
+                /* An unnamed output (a procedure's plain result) is named by its position. */
+                d.name = *tok[1] || rec[0] == 'i' ? xstrdup(unescape(tok[1])) : xsprintf("%d", cur->n_out);
+                if (!*d.name) bad("an input of '%s' has no name", cur->name);
                 if (parse_decl(tok + 2, n - 2, &d) != n - 2) bad("extra tokens after the type of '%s'", d.name);
                 if (rec[0] == 'i')
                     PUSH(cur->in, cur->n_in, d);

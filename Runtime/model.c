@@ -86,11 +86,12 @@ void model_call(const model_t *md, const func_t *f, const array_t *in, int32_t k
     int32_t rc = md->fns[f->index](md->gbuf, in_data, in_shapes, out_data, out_shapes, key);
     if (rc != 0) {
         const char *msg = atomic_load(&last_error);
-        if (rc == 3)
-            die("%s: @%s stopped at the non-finite value reported above", context, f->name);
-        if (rc == 1 || rc == 2)
-            die("%s: @%s: %s", context, f->name, msg ? msg : rc == 1 ? "bad input shape" : "index out of range");
-        die("%s: @%s returned the unknown status %d", context, f->name, rc);
+        if (rc == 3) die("%s: @%s stopped at the non-finite value reported above", context, f->name);
+        /* Generated messages name their function already ("@step0: input 'b.x' must ..."). */
+        if (msg && msg[0] == '@') die("%s: %s", context, msg);
+        if (msg) die("%s: @%s: %s", context, f->name, msg);
+        die("%s: @%s failed with status %d (%s)", context, f->name, rc,
+            rc == 1 ? "bad input shape" : rc == 2 ? "index out of range" : rc == 4 ? "out of memory" : "unknown status");
     }
     for (int i = 0; i < f->n_out; i++) {
         const decl_t *d = &f->out[i];

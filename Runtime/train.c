@@ -279,57 +279,57 @@ static void train_phase(run_t *r, phase_t *ph, int64_t start) {
     batch_free(&b);
 }
 
-/* Per-fold results from a checkpoint's metadata, so a resumed cross-validation reports all folds. */
+/* Folds finished so far: one ';'-terminated group each in fold_results (which a resumed
+ * cross-validation takes from the checkpoint). */
 static int64_t folds_completed(const char *results) {
     int64_t n = 0;
     for (const char *p = results; p && *p; p++) n += *p == ';';
     return n;
 }
 
+/* Mean and standard deviation over the folds of every metric in fold_results. */
 static void print_fold_summary(run_t *r) {
-    /* Means over folds of every metric, in the order of the first fold. */
-    const char *text = r->fold_results.p ? r->fold_results.p : "";
-    int64_t k = folds_completed(text);
-    const char *end = strchr(text, ';');
-    if (!end || k == 0) return;
-    char *first = xsprintf("%.*s", (int)(end - text), text);
-    strbuf line = {0}, rec = {0};
-    sb_printf(&line, "mean over %lld folds:", (long long)k);
-    sb_printf(&rec, "{\"event\":\"folds\",\"folds\":%lld", (long long)k);
-    char *save = NULL;
-    for (char *item = strtok_r(first, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
-        char *eq = strchr(item, '=');
-        if (!eq) continue;
-        *eq = 0;
-        double sum = 0, sq = 0;
-        int64_t found = 0;
-        /* The same key in every fold's group. */
-        for (const char *p = text; *p;) {
-            const char *group_end = strchr(p, ';');
-            char *group = xsprintf("%.*s", (int)(group_end - p), p);
-            char *save2 = NULL;
-            for (char *it = strtok_r(group, ",", &save2); it; it = strtok_r(NULL, ",", &save2)) {
-                char *eq2 = strchr(it, '=');
-                double v;
-                if (eq2 && (size_t)(eq2 - it) == strlen(item) && strncmp(it, item, strlen(item)) == 0 && parse_f64(eq2 + 1, &v)) {
-                    sum += v;
-                    sq += v * v;
-                    found++;
-                }
+    int64_t folds = folds_completed(r->fold_results.p);
+    if (folds == 0) return;
+    int n = 0;
+    char **keys = NULL;
+    double *sum = NULL, *sq = NULL;
+    char *text = xstrdup(r->fold_results.p), *save_group = NULL;
+    for (char *group = strtok_r(text, ";", &save_group); group; group = strtok_r(NULL, ";", &save_group)) {
+        char *save_item = NULL;
+        for (char *item = strtok_r(group, ",", &save_item); item; item = strtok_r(NULL, ",", &save_item)) {
+            char *eq = strchr(item, '=');
+            double v;
+            if (!eq || !parse_f64(eq + 1, &v)) continue;
+            *eq = 0;
+            int k = 0;
+            while (k < n && strcmp(keys[k], item) != 0) k++;
+            if (k == n) {
+                keys = xrealloc(keys, sizeof *keys * (size_t)(n + 1));
+                sum = xrealloc(sum, sizeof *sum * (size_t)(n + 1));
+                sq = xrealloc(sq, sizeof *sq * (size_t)(n + 1));
+                keys[n] = item;
+                sum[n] = sq[n] = 0;
+                n++;
             }
-            free(group);
-            p = group_end + 1;
+            sum[k] += v;
+            sq[k] += v * v;
         }
-        double mean = found ? sum / (double)found : NAN, sd = found ? sqrt(fmax(0, sq / (double)found - mean * mean)) : NAN;
+    }
+    strbuf line = {0}, rec = {0};
+    sb_printf(&line, "mean over %lld folds:", (long long)folds);
+    sb_printf(&rec, "{\"event\":\"folds\",\"folds\":%lld", (long long)folds);
+    for (int k = 0; k < n; k++) {
+        double mean = sum[k] / (double)folds, sd = sqrt(fmax(0, sq[k] / (double)folds - mean * mean));
         char a[32], b[32];
         format_number(a, sizeof a, mean);
         format_number(b, sizeof b, sd);
-        sb_printf(&line, "  %s %s (std %s)", item, a, b);
+        sb_printf(&line, "  %s %s (std %s)", keys[k], a, b);
         sb_add(&rec, ",", 1);
-        sb_json_string(&rec, item);
+        sb_json_string(&rec, keys[k]);
         sb_add(&rec, ":", 1);
         sb_json_number(&rec, mean);
-        char *std_key = xsprintf("%s.std", item);
+        char *std_key = xsprintf("%s.std", keys[k]);
         sb_add(&rec, ",", 1);
         sb_json_string(&rec, std_key);
         sb_add(&rec, ":", 1);
@@ -342,7 +342,10 @@ static void print_fold_summary(run_t *r) {
     runlog_write(&r->log, &rec);
     free(line.p);
     free(rec.p);
-    free(first);
+    free(keys);
+    free(sum);
+    free(sq);
+    free(text);
 }
 
 int cmd_train(model_t *md, const train_opts *o) {
@@ -440,7 +443,9 @@ int cmd_train(model_t *md, const train_opts *o) {
             if (resume && info.fold == k) {
                 ckpt_apply(md, resume, true);
                 start = info.step;
-                if (start > ph.total) die("'%s' is at step %lld of fold %lld, past its end (%lld steps)", o->resume, (long long)start, (long long)k + 1, (long long)ph.total);
+                if (start > ph.total)
+                    die("'%s' is at step %lld of fold %lld, past its end (%lld steps)", o->resume, (long long)start,
+                        (long long)k + 1, (long long)ph.total);
             }
             model_set_total_steps(md, ph.total);
             train_phase(&r, &ph, start);

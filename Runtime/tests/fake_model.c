@@ -79,7 +79,7 @@ static const char *linreg_manifest =
     "output 0 f32 1 n\n"
     "end\n"
     "function 7 images proc key=1\n"
-    "output 0 f32 2 4 784\n"
+    "output  f32 2 4 784\n" /* unnamed, as the compiler writes a plain result */
     "end\n";
 
 static void make_points(int32_t key, int64_t stream, int64_t n, void **out, int64_t *out_shapes) {

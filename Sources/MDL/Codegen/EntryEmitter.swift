@@ -10,8 +10,8 @@ struct EntryEmitter {
     let t: LLVMContextTypes
 
     func emit(_ f: EntryFunction, symbol: String) throws -> LLVMValueRef {
-        for (name, b) in Array(zip(f.inputNames, f.inputs)) + Array(zip(f.outputNames, f.outputs)) where f.info(b).shape.count > Self.maxRank {
-            throw Lowering.Failure(description: "@\(f.name): '\(name)' has rank \(f.info(b).shape.count); entry points take at most \(Self.maxRank) axes")
+        for (name, rank) in zip(f.inputNames + f.outputNames, f.inputs.map { f.info($0).shape.count } + f.outputTypes.map(\.rank)) where rank > Self.maxRank {
+            throw Lowering.Failure(description: "@\(f.name): '\(name)' has rank \(rank); entry points take at most \(Self.maxRank) axes")
         }
         let (fn, _) = t.function(symbol, t.i32, [t.ptr, t.ptr, t.ptr, t.ptr, t.ptr, t.i32])
         let b = LLVMCreateBuilderInContext(t.ctx)!
@@ -140,7 +140,7 @@ struct EntryEmitter {
         var handed = Set<BufferID>()
         for (j, id) in f.outputs.enumerated() {
             let info = f.info(id)
-            for (axis, d) in info.shape.enumerated() {
+            for (axis, d) in f.outputTypes[j].shape.enumerated() {
                 LLVMBuildStore(b, kernels.value(ScalarExpr(d), &s, as: .index).0, element(outShapes, t.i64, j * Self.maxRank + axis))
             }
             if info.role == .temporary && !handed.contains(id) {

@@ -22,15 +22,15 @@ enum Manifest {
         lines.append((["evals"] + (m.recipe["evals"]?.symbols ?? []).map(escape)).joined(separator: " "))
         for (i, f) in p.functions.enumerated() {
             lines.append("function \(i) \(escape(f.name)) \(f.kind.rawValue) key=\(f.hasKey ? 1 : 0)")
-            for (name, b) in zip(f.inputNames, f.inputs) { lines.append("input " + tensor(name, f.info(b))) }
-            for (name, b) in zip(f.outputNames, f.outputs) { lines.append("output " + tensor(name, f.info(b))) }
+            for (name, b) in zip(f.inputNames, f.inputs) { lines.append("input " + tensor(name, TensorType(f.info(b).dtype, f.info(b).shape))) }
+            for (name, type) in zip(f.outputNames, f.outputTypes) { lines.append("output " + tensor(name, type)) }
             lines.append("end")
         }
         return lines.joined(separator: "\n") + "\n"
     }
 
-    static func tensor(_ name: String, _ b: BufferInfo) -> String {
-        ([escape(name), b.dtype.rawValue, String(b.shape.count)] + b.shape.map { escape($0.description) }).joined(separator: " ")
+    static func tensor(_ name: String, _ t: TensorType) -> String {
+        ([escape(name), t.dtype.rawValue, String(t.rank)] + t.shape.map { escape($0.description) }).joined(separator: " ")
     }
 
     /// `key=value` tokens, sorted by key; symbols lose their `@`, lists join with commas.

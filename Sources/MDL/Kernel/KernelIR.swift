@@ -104,6 +104,8 @@ struct EntryFunction {
     var inputNames: [String]
     var outputs: [BufferID]
     var outputNames: [String]
+    /// The results' types (a result may be a reshaped view of its buffer).
+    var outputTypes: [TensorType]
     /// Symbolic sizes bound from input shapes: (symbol, input position, axis).
     var bindings: [(symbol: String, input: Int, axis: Int)]
     var symbols: [String]

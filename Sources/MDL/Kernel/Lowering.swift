@@ -88,7 +88,9 @@ struct FunctionLowering {
         findFoldableTransposes(f.body)
         let (steps, outputs) = try lowerBlock(f.body, top: true)
         return EntryFunction(name: f.name, kind: f.kind, hasKey: hasKey, buffers: buffers, inputs: inputs, inputNames: inputNames,
-                             outputs: outputs, outputNames: f.resultNames, bindings: bindings, symbols: symbols.sorted(),
+                             outputs: outputs, outputNames: f.resultTypes.indices.map { i in
+                                 i < f.resultNames.count && !f.resultNames[i].isEmpty ? f.resultNames[i] : String(i)
+                             }, outputTypes: f.resultTypes, bindings: bindings, symbols: symbols.sorted(),
                              steps: steps, opTexts: opTexts)
     }
 
