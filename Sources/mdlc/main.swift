@@ -55,8 +55,8 @@ struct DumpIR: ParsableCommand {
     func run() throws {
         if Self.codegenStages.contains(after) {
             do {
-                let (bytes, _) = try Driver.emit(after == "lower" ? .kernelIR : .llvmIR, path: file)
-                FileHandle.standardOutput.write(Data(bytes))
+                let (parts, _) = try Driver.emit(after == "lower" ? .kernelIR : .llvmIR, path: file)
+                FileHandle.standardOutput.write(Data(parts.joined()))
             } catch {
                 FileHandle.standardError.write("\(error)\n".data(using: .utf8)!)
                 throw ExitCode(1)
@@ -100,7 +100,7 @@ struct Build: ParsableCommand {
         discussion: "The executable links the mdl runtime and OpenBLAS; run it with --help to see its commands.")
     @Argument(help: "The .mdl file.") var file: String
     @Option(name: .shortAndLong, help: "Output path (default: the file's name without .mdl).") var output: String?
-    @Option(help: "What to write: exe, object, asm or llvm.") var emit: String = "exe"
+    @Option(help: "What to write: exe, object (two files: kernels, and entry functions as NAME.entries.o), asm or llvm.") var emit: String = "exe"
     @Flag(help: "Print the time of each stage, the kernel and GEMM counts.") var stats = false
 
     func validate() throws {
@@ -115,8 +115,13 @@ struct Build: ParsableCommand {
                 report = try Driver.build(path: file, output: out)
             } else {
                 let artifact: Driver.Artifact = emit == "object" ? .object : emit == "asm" ? .assembly : .llvmIR
-                let (bytes, r) = try Driver.emit(artifact, path: file)
-                guard FileManager.default.createFile(atPath: out, contents: Data(bytes)) else { throw Driver.BuildError(description: "cannot write '\(out)'") }
+                let (parts, r) = try Driver.emit(artifact, path: file)
+                // Objects: the kernels and the entry functions, OUT and OUT with ".entries" before its extension.
+                let paths = artifact == .object ? [out, (out as NSString).deletingPathExtension + ".entries.o"] : [out]
+                let contents = artifact == .object ? parts : [Array(parts.joined())]
+                for (p, c) in zip(paths, contents) where !FileManager.default.createFile(atPath: p, contents: Data(c)) {
+                    throw Driver.BuildError(description: "cannot write '\(p)'")
+                }
                 report = r
             }
             if stats {

@@ -7,7 +7,10 @@ import CLLVM
 /// state writes and hands its results to the caller.
 struct EntryEmitter {
     static let maxRank = 8
+    /// The module of entry functions (compiled for speed of compilation: they only sequence calls).
     let t: LLVMContextTypes
+    /// The module of kernels (compiled with `default<O3>`).
+    let kernelModule: LLVMContextTypes
 
     func emit(_ f: EntryFunction, symbol: String) throws -> LLVMValueRef {
         for (name, rank) in zip(f.inputNames + f.outputNames, f.inputs.map { f.info($0).shape.count } + f.outputTypes.map(\.rank)) where rank > Self.maxRank {
@@ -17,7 +20,8 @@ struct EntryEmitter {
         let b = LLVMCreateBuilderInContext(t.ctx)!
         defer { LLVMDisposeBuilder(b) }
         LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(t.ctx, fn, "entry"))
-        let kernels = KernelEmitter(t: t, buffers: f.buffers, symbols: f.symbols)
+        let kernels = KernelEmitter(t: kernelModule, buffers: f.buffers, symbols: f.symbols)
+        let local = KernelEmitter(t: t, buffers: f.buffers, symbols: f.symbols)
         var s = KernelEmitter.State(fn: fn, builder: b)
         let (globals, inData, inShapes, outData, outShapes, key) = (LLVMGetParam(fn, 0)!, LLVMGetParam(fn, 1)!, LLVMGetParam(fn, 2)!,
                                                                      LLVMGetParam(fn, 3)!, LLVMGetParam(fn, 4)!, LLVMGetParam(fn, 5)!)
@@ -36,7 +40,7 @@ struct EntryEmitter {
         for (i, input) in f.inputs.enumerated() {
             for (axis, d) in f.info(input).shape.enumerated() {
                 let actual = LLVMBuildLoad2(b, t.i64, element(inShapes, t.i64, i * Self.maxRank + axis), "")!
-                let expected = kernels.value(ScalarExpr(d), &s, as: .index).0
+                let expected = local.value(ScalarExpr(d), &s, as: .index).0
                 fail(LLVMBuildICmp(b, LLVMIntNE, actual, expected, "")!, code: 1,
                      message: "@\(f.name): input '\(f.inputNames[i])' must have size \(d) on axis \(axis) (declared \(TensorType(f.info(input).dtype, f.info(input).shape)))", &s)
             }
@@ -60,7 +64,7 @@ struct EntryEmitter {
         func pointer(_ id: BufferID) -> LLVMValueRef { LLVMBuildLoad2(b, t.ptr, slots[id.id], "")! }
         func bytes(_ id: BufferID, _ s: inout KernelEmitter.State) -> LLVMValueRef {
             let info = f.info(id)
-            return LLVMBuildMul(b, kernels.value(ScalarExpr(info.count), &s, as: .index).0, t.int(t.byteWidth(info.dtype)), "")
+            return LLVMBuildMul(b, local.value(ScalarExpr(info.count), &s, as: .index).0, t.int(t.byteWidth(info.dtype)), "")
         }
         func allocate(_ n: LLVMValueRef, _ s: inout KernelEmitter.State) -> LLVMValueRef {
             // aligned_alloc wants a multiple of the alignment; never zero bytes.
@@ -69,6 +73,8 @@ struct EntryEmitter {
             fail(LLVMBuildICmp(b, LLVMIntEQ, p, LLVMConstNull(t.ptr), "")!, code: 4, message: "@\(f.name): out of memory", &s)
             return p
         }
+
+        let functionName = LLVMBuildGlobalStringPtr(b, f.name, "function")!
 
         func steps(_ list: [Step], _ s: inout KernelEmitter.State) {
             for step in list {
@@ -82,13 +88,19 @@ struct EntryEmitter {
                 case .sequence(let inner):
                     steps(inner, &s)
                 case .kernel(let k, let op):
-                    let kfn = kernels.emit(k)
+                    let defined = kernels.emit(k)
+                    var length = 0
+                    let kernelName = String(cString: LLVMGetValueName2(defined, &length))
+                    let kfn = t.function(kernelName, t.i32, [LLVMTypeRef](repeating: t.ptr, count: k.buffers.count + 1)).0
                     var args: [LLVMValueRef?] = k.buffers.map(pointer) + [sizes]
                     var types = [LLVMTypeRef?](repeating: t.ptr, count: args.count)
                     let type = LLVMFunctionType(t.i32, &types, UInt32(types.count), 0)
                     let rc = LLVMBuildCall2(b, type, kfn, &args, UInt32(args.count), "")!
-                    returnIfNonzero(rc, &s)
-                    if f.info(k.buffers[0]).dtype == .f32 { checkNumerics(k.buffers[0], op: op, &s) }
+                    // One call checks the kernel's status and, under --check-numerics, its f32 result.
+                    let out = k.buffers[0]
+                    let n = f.info(out).dtype == .f32 ? local.value(ScalarExpr(f.info(out).count), &s, as: .index).0 : t.int(0)
+                    let status = t.call(b, "mdl.after", t.i32, [rc, pointer(out), n, functionName, t.int(op), LLVMBuildGlobalStringPtr(b, f.opTexts[op], "")])
+                    returnIfNonzero(status, &s)
                 case .loop(let index, let low, let high, let body):
                     let lo = LLVMBuildLoad2(b, t.i32, pointer(low), "lo")!, hi = LLVMBuildLoad2(b, t.i32, pointer(high), "hi")!
                     let preheader = LLVMGetInsertBlock(b)
@@ -119,21 +131,6 @@ struct EntryEmitter {
             LLVMPositionBuilderAtEnd(b, ok)
         }
 
-        func checkNumerics(_ id: BufferID, op: Int, _ s: inout KernelEmitter.State) {
-            let flag = LLVMGetNamedGlobal(t.module, "mdl_check_numerics") ?? LLVMAddGlobal(t.module, t.i32, "mdl_check_numerics")!
-            let check = LLVMAppendBasicBlockInContext(t.ctx, fn, "numerics"), done = LLVMAppendBasicBlockInContext(t.ctx, fn, "numerics.end")
-            LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntNE, LLVMBuildLoad2(b, t.i32, flag, ""), t.int(0, t.i32), ""), check, done)
-            LLVMPositionBuilderAtEnd(b, check)
-            let count = kernels.value(ScalarExpr(f.info(id).count), &s, as: .index).0
-            let found = t.call(b, "mdl.nonfinite", t.i1, [pointer(id), count])
-            let report = LLVMAppendBasicBlockInContext(t.ctx, fn, "nonfinite")
-            LLVMBuildCondBr(b, found, report, done)
-            LLVMPositionBuilderAtEnd(b, report)
-            let rc = t.call(b, "mdl_report_nonfinite", t.i32, [LLVMBuildGlobalStringPtr(b, f.name, ""), t.int(op), LLVMBuildGlobalStringPtr(b, f.opTexts[op], "")])
-            LLVMBuildRet(b, rc)
-            LLVMPositionBuilderAtEnd(b, done)
-        }
-
         steps(f.steps, &s)
 
         // Results: shapes, then buffers; a temporary is handed over once, anything else is copied.
@@ -141,7 +138,7 @@ struct EntryEmitter {
         for (j, id) in f.outputs.enumerated() {
             let info = f.info(id)
             for (axis, d) in f.outputTypes[j].shape.enumerated() {
-                LLVMBuildStore(b, kernels.value(ScalarExpr(d), &s, as: .index).0, element(outShapes, t.i64, j * Self.maxRank + axis))
+                LLVMBuildStore(b, local.value(ScalarExpr(d), &s, as: .index).0, element(outShapes, t.i64, j * Self.maxRank + axis))
             }
             if info.role == .temporary && !handed.contains(id) {
                 handed.insert(id)
@@ -168,34 +165,46 @@ struct EntryEmitter {
         LLVMPositionBuilderAtEnd(b, ok)
     }
 
-    /// `i1 mdl.nonfinite(ptr x, i64 n)`: whether any of n floats is NaN or infinite.
-    func emitNonfiniteScan() {
-        let (fn, _) = t.function("mdl.nonfinite", t.i1, [t.ptr, t.i64])
-        LLVMSetLinkage(fn, LLVMInternalLinkage)
+    /// `i32 mdl.after(i32 status, ptr x, i64 n, ptr function, i64 op, ptr text)`: the kernel's
+    /// status if nonzero; else, while `mdl_check_numerics` is set, the report's code when one
+    /// of the n floats at x is NaN or infinite; else 0. Out of line, so each kernel call
+    /// costs one call and one branch in the entry function.
+    func emitAfterKernel() {
+        let t = kernelModule
+        let (fn, _) = t.function("mdl.after", t.i32, [t.i32, t.ptr, t.i64, t.ptr, t.i64, t.ptr])
+        LLVMSetVisibility(fn, LLVMHiddenVisibility)
         LLVMAddAttributeAtIndex(fn, UInt32(bitPattern: Int32(LLVMAttributeFunctionIndex)), LLVMCreateEnumAttribute(t.ctx, LLVMGetEnumAttributeKindForName("noinline", 8), 0))
         let b = LLVMCreateBuilderInContext(t.ctx)!
         defer { LLVMDisposeBuilder(b) }
-        let entry = LLVMAppendBasicBlockInContext(t.ctx, fn, "entry"), loop = LLVMAppendBasicBlockInContext(t.ctx, fn, "loop"),
-            exit = LLVMAppendBasicBlockInContext(t.ctx, fn, "exit")
+        let entry = LLVMAppendBasicBlockInContext(t.ctx, fn, "entry"), check = LLVMAppendBasicBlockInContext(t.ctx, fn, "check"),
+            loop = LLVMAppendBasicBlockInContext(t.ctx, fn, "loop"), scanned = LLVMAppendBasicBlockInContext(t.ctx, fn, "scanned"),
+            report = LLVMAppendBasicBlockInContext(t.ctx, fn, "report"), ok = LLVMAppendBasicBlockInContext(t.ctx, fn, "ok"),
+            failed = LLVMAppendBasicBlockInContext(t.ctx, fn, "failed")
+        let (status, x, n) = (LLVMGetParam(fn, 0)!, LLVMGetParam(fn, 1)!, LLVMGetParam(fn, 2)!)
         LLVMPositionBuilderAtEnd(b, entry)
-        let (x, n) = (LLVMGetParam(fn, 0)!, LLVMGetParam(fn, 1)!)
-        LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSGT, n, t.int(0), ""), loop, exit)
+        let flag = LLVMGetNamedGlobal(t.module, "mdl_check_numerics") ?? LLVMAddGlobal(t.module, t.i32, "mdl_check_numerics")!
+        let checking = LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntNE, LLVMBuildLoad2(b, t.i32, flag, ""), t.int(0, t.i32), ""),
+                                    LLVMBuildICmp(b, LLVMIntSGT, n, t.int(0), ""), "")
+        LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntNE, status, t.int(0, t.i32), ""), failed, check)
+        LLVMPositionBuilderAtEnd(b, failed)
+        LLVMBuildRet(b, status)
+        LLVMPositionBuilderAtEnd(b, check)
+        LLVMBuildCondBr(b, checking, loop, ok)
         LLVMPositionBuilderAtEnd(b, loop)
         let i = LLVMBuildPhi(b, t.i64, "i")!
-        let acc = LLVMBuildPhi(b, t.i1, "bad")!
         var idx: [LLVMValueRef?] = [i]
         let v = LLVMBuildLoad2(b, t.f32, LLVMBuildInBoundsGEP2(b, t.f32, x, &idx, 1, ""), "")!
-        let fabs = t.call(b, "llvm.fabs.f32", t.f32, [v])
-        let bad = LLVMBuildOr(b, acc, LLVMBuildFCmp(b, LLVMRealUGE, fabs, LLVMConstReal(t.f32, .infinity), ""), "")!
-        closeCountedLoop(b, index: i, bound: n, header: loop, preheader: entry, exit: exit)
-        var accValues: [LLVMValueRef?] = [LLVMConstInt(t.i1, 0, 0), bad]
-        var accBlocks: [LLVMBasicBlockRef?] = [entry, loop]
-        LLVMAddIncoming(acc, &accValues, &accBlocks, 2)
-        LLVMPositionBuilderAtEnd(b, exit)
-        let result = LLVMBuildPhi(b, t.i1, "")!
-        var rValues: [LLVMValueRef?] = [LLVMConstInt(t.i1, 0, 0), bad]
-        var rBlocks: [LLVMBasicBlockRef?] = [entry, loop]
-        LLVMAddIncoming(result, &rValues, &rBlocks, 2)
-        LLVMBuildRet(b, result)
+        let bad = LLVMBuildFCmp(b, LLVMRealUGE, t.call(b, "llvm.fabs.f32", t.f32, [v]), LLVMConstReal(t.f32, .infinity), "")!
+        let next = LLVMBuildAdd(b, i, t.int(1), "")!
+        LLVMBuildCondBr(b, bad, report, scanned)
+        LLVMPositionBuilderAtEnd(b, scanned)
+        LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, next, n, ""), loop, ok)
+        var values: [LLVMValueRef?] = [t.int(0), next]
+        var blocks: [LLVMBasicBlockRef?] = [check, scanned]
+        LLVMAddIncoming(i, &values, &blocks, 2)
+        LLVMPositionBuilderAtEnd(b, report)
+        LLVMBuildRet(b, t.call(b, "mdl_report_nonfinite", t.i32, [LLVMGetParam(fn, 3), LLVMGetParam(fn, 4), LLVMGetParam(fn, 5)]))
+        LLVMPositionBuilderAtEnd(b, ok)
+        LLVMBuildRet(b, t.int(0, t.i32))
     }
 }

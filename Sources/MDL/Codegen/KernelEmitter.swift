@@ -60,7 +60,7 @@ struct KernelEmitter {
     private func define(_ k: Kernel) -> LLVMValueRef {
         let params = [LLVMTypeRef](repeating: t.ptr, count: k.buffers.count + 1)
         let (fn, _) = t.function(k.name, t.i32, params)
-        LLVMSetLinkage(fn, LLVMInternalLinkage)
+        LLVMSetVisibility(fn, LLVMHiddenVisibility)
         markNoAlias(fn, parameters: Array(0..<k.buffers.count), context: t.ctx)
         // Kept out of line: inlining thousands of kernels into one entry function makes O3 and
         // instruction selection superlinear, and a kernel per function is what profiles name.

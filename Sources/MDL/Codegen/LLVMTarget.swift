@@ -18,7 +18,9 @@ final class HostTarget {
     let machine: LLVMTargetMachineRef
     let triple: String
 
-    init() throws {
+    /// `optimized` false: the fastest instruction selection and register allocation, for code
+    /// whose speed does not matter (the entry functions).
+    init(optimized: Bool = true) throws {
         LLVMInitializeNativeTarget()
         LLVMInitializeNativeAsmPrinter()
         let t = LLVMGetDefaultTargetTriple()!
@@ -33,7 +35,7 @@ final class HostTarget {
         }
         let cpu = LLVMGetHostCPUName()!, features = LLVMGetHostCPUFeatures()!
         defer { LLVMDisposeMessage(cpu); LLVMDisposeMessage(features) }
-        guard let m = LLVMCreateTargetMachine(target, t, cpu, features, LLVMCodeGenLevelAggressive, LLVMRelocPIC, LLVMCodeModelJITDefault) else {
+        guard let m = LLVMCreateTargetMachine(target, t, cpu, features, optimized ? LLVMCodeGenLevelAggressive : LLVMCodeGenLevelNone, LLVMRelocPIC, LLVMCodeModelJITDefault) else {
             throw LLVMFailure(description: "cannot create a target machine for \(triple)")
         }
         machine = m
@@ -58,17 +60,22 @@ final class HostTarget {
         return [UInt8](UnsafeRawBufferPointer(start: start, count: LLVMGetBufferSize(buffer)))
     }
 
-    /// Runs `default<O3>` with loop and SLP vectorization on a module built for this target.
-    func optimize(_ module: LLVMModuleRef) throws {
+    /// Sets the module's target triple and data layout to this machine's.
+    func adopt(_ module: LLVMModuleRef) {
         let layout = LLVMCreateTargetDataLayout(machine)
         LLVMSetModuleDataLayout(module, layout)
         LLVMDisposeTargetData(layout)
         LLVMSetTarget(module, triple)
+    }
+
+    /// Runs `default<O3>` with loop and SLP vectorization on a module built for this target.
+    func optimize(_ module: LLVMModuleRef) throws {
+        adopt(module)
         let options = LLVMCreatePassBuilderOptions()
         defer { LLVMDisposePassBuilderOptions(options) }
         LLVMPassBuilderOptionsSetLoopVectorization(options, 1)
         LLVMPassBuilderOptionsSetSLPVectorization(options, 1)
-        LLVMPassBuilderOptionsSetLoopUnrolling(options, 1)
+        LLVMPassBuilderOptionsSetLoopUnrolling(options, 0)
         try LLVMFailure.check(LLVMRunPasses(module, "default<O3>", machine, options), "optimizing")
     }
 }
@@ -78,7 +85,9 @@ final class JIT {
     private let jit: LLVMOrcLLJITRef
     private let context: LLVMOrcThreadSafeContextRef
 
-    init() throws {
+    /// `optimized` false: the fastest instruction selection and register allocation, for code
+    /// whose speed does not matter (the entry functions).
+    init(optimized: Bool = true) throws {
         var j: LLVMOrcLLJITRef?
         try LLVMFailure.check(LLVMOrcCreateLLJIT(&j, nil), "creating the JIT")
         jit = j!

@@ -1,16 +1,18 @@
 import CLLVM
 
-/// Emits a whole Kernel IR program as one LLVM module: every entry function (`mdl_fn_<i>`),
-/// the table `mdl_functions` of their addresses, the `mdl_manifest` text, and optionally a
-/// `main` that hands both to the runtime's `mdl_main` (docs/RUNTIME.md).
+/// Emits a whole Kernel IR program as two LLVM modules: the kernels (optimized with O3), and
+/// every entry function (`mdl_fn_<i>`), the table `mdl_functions` of their addresses, the
+/// `mdl_manifest` text and optionally a `main` that hands both to the runtime's `mdl_main`
+/// (docs/RUNTIME.md). Entry functions are long sequences of calls that gain nothing from
+/// optimization but cost superlinear time in it, so their module is compiled quickly.
 struct ProgramEmitter {
     let program: KernelProgram
     let manifest: String
 
-    func emit(into module: LLVMModuleRef, context: LLVMContextRef, withMain: Bool) throws {
+    func emit(kernels: LLVMModuleRef, entries module: LLVMModuleRef, context: LLVMContextRef, withMain: Bool) throws {
         let t = LLVMContextTypes(module: module, context: context)
-        let entries = EntryEmitter(t: t)
-        entries.emitNonfiniteScan()
+        let entries = EntryEmitter(t: t, kernelModule: LLVMContextTypes(module: kernels, context: context))
+        entries.emitAfterKernel()
         var functions: [LLVMValueRef?] = []
         for (i, f) in program.functions.enumerated() { functions.append(try entries.emit(f, symbol: "mdl_fn_\(i)")) }
 

@@ -54,58 +54,70 @@ extension Driver {
         }
     }
 
-    /// The Kernel IR text, the optimized LLVM IR, the assembly or the object code of an `.mdl` file.
-    public static func emit(_ artifact: Artifact, path: String, withMain: Bool = true) throws -> (bytes: [UInt8], report: BuildReport) {
+    /// The Kernel IR text, the optimized LLVM IR, the assembly or the object code of an `.mdl` file:
+    /// one text, or the two objects (kernels, entry functions).
+    public static func emit(_ artifact: Artifact, path: String, withMain: Bool = true) throws -> (parts: [[UInt8]], report: BuildReport) {
         var report = BuildReport()
         let (program, irText) = try lower(path: path, report: &report)
-        if artifact == .kernelIR { return (Array(KernelPrinter().print(program).utf8), report) }
-        let target = try HostTarget()
+        if artifact == .kernelIR { return ([Array(KernelPrinter().print(program).utf8)], report) }
+        let target = try HostTarget(), quickTarget = try HostTarget(optimized: false)
         let context = LLVMContextCreate()!
         defer { LLVMContextDispose(context) }
-        let module = LLVMModuleCreateWithNameInContext(program.module.name, context)!
-        defer { LLVMDisposeModule(module) }
+        let kernels = LLVMModuleCreateWithNameInContext(program.module.name + ".kernels", context)!
+        let entries = LLVMModuleCreateWithNameInContext(program.module.name, context)!
+        defer { LLVMDisposeModule(kernels); LLVMDisposeModule(entries) }
         try time("llvm", &report) {
             let manifest = Manifest.text(program, hash: Manifest.hash(irText + mdlVersion))
-            try ProgramEmitter(program: program, manifest: manifest).emit(into: module, context: context, withMain: withMain)
-            var message: UnsafeMutablePointer<CChar>?
-            if LLVMVerifyModule(module, LLVMReturnStatusAction, &message) != 0 {
-                let text = message.map { String(cString: $0) } ?? ""
+            try ProgramEmitter(program: program, manifest: manifest).emit(kernels: kernels, entries: entries, context: context, withMain: withMain)
+            for m in [kernels, entries] {
+                var message: UnsafeMutablePointer<CChar>?
+                if LLVMVerifyModule(m, LLVMReturnStatusAction, &message) != 0 {
+                    let text = message.map { String(cString: $0) } ?? ""
+                    LLVMDisposeMessage(message)
+                    throw BuildError(description: "internal compiler error: invalid LLVM IR for \(path): \(text.prefix(2000))")
+                }
                 LLVMDisposeMessage(message)
-                throw BuildError(description: "internal compiler error: invalid LLVM IR for \(path): \(text.prefix(2000))")
             }
-            LLVMDisposeMessage(message)
-            try target.optimize(module)
+            try target.optimize(kernels)
+            quickTarget.adopt(entries)
         }
         switch artifact {
         case .llvmIR:
-            let text = LLVMPrintModuleToString(module)!
-            defer { LLVMDisposeMessage(text) }
-            return (Array(String(cString: text).utf8), report)
+            let text = [kernels, entries].map { m -> String in
+                let t = LLVMPrintModuleToString(m)!
+                defer { LLVMDisposeMessage(t) }
+                return String(cString: t)
+            }.joined(separator: "\n")
+            return ([Array(text.utf8)], report)
         case .assembly:
-            return (try time("object", &report) { try target.machineCode(module, assembly: true) }, report)
+            return (try time("object", &report) { [try target.machineCode(kernels, assembly: true) + quickTarget.machineCode(entries, assembly: true)] }, report)
         default:
-            let object = try time("object", &report) { try target.machineCode(module, assembly: false) }
-            report.objectBytes = object.count
-            return (object, report)
+            let objects = try time("object", &report) { [try target.machineCode(kernels, assembly: false), try quickTarget.machineCode(entries, assembly: false)] }
+            report.objectBytes = objects.reduce(0) { $0 + $1.count }
+            return (objects, report)
         }
     }
 
     /// `mdlc build`: source to a linked executable at `output`.
     public static func build(path: String, output: String) throws -> BuildReport {
-        var (object, report) = try emit(.object, path: path)
+        var (objects, report) = try emit(.object, path: path)
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("mdlc-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
-        let objectPath = dir.appendingPathComponent("program.o").path
-        guard FileManager.default.createFile(atPath: objectPath, contents: Data(object)) else {
-            throw BuildError(description: "cannot write the object file '\(objectPath)'")
+        var objectPaths: [String] = []
+        for (i, object) in objects.enumerated() {
+            let objectPath = dir.appendingPathComponent("program\(i).o").path
+            guard FileManager.default.createFile(atPath: objectPath, contents: Data(object)) else {
+                throw BuildError(description: "cannot write the object file '\(objectPath)'")
+            }
+            objectPaths.append(objectPath)
         }
         try time("link", &report) {
             let runtime = try runtimeObjects()
             let linker = try findLinker()
             // Link into a temporary name next to the output, then rename: a failed link leaves no half-written binary.
             let temporary = output + ".tmp-\(getpid())"
-            let args = [objectPath] + runtime + ["-o", temporary, "-lopenblas", "-lm", "-lpthread"]
+            let args = objectPaths + runtime + ["-o", temporary, "-lopenblas", "-lm", "-lpthread"]
             let (status, text) = run(linker, args)
             guard status == 0 else {
                 try? FileManager.default.removeItem(atPath: temporary)
