@@ -46,7 +46,9 @@ let package = Package(
             dependencies: ["MDL", "MDLRuntime"],
             path: "Tests/MDLTests",
             exclude: ["Inputs"],
-            swiftSettings: [.unsafeFlags(["-Xcc", llvmInclude])]
+            swiftSettings: [.unsafeFlags(["-Xcc", llvmInclude])],
+            // The JIT-compiled code under test calls the runtime linked into the test binary.
+            linkerSettings: [.unsafeFlags(["-Xlinker", "--export-dynamic"])]
         ),
     ]
 )

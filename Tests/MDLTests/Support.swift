@@ -37,8 +37,8 @@ func compile(_ source: String, name: String = "test.mdl", stopAfter: String = "s
 func errors(_ c: Compilation) -> [String] { c.diagnostics.diagnostics.filter { $0.severity == .error }.map(\.message) }
 
 /// Compiles and fails the test with the rendered diagnostics if there were errors.
-func compileOK(_ source: String, file: StaticString = #filePath, line: UInt = #line) -> Module? {
-    let c = compile(source)
+func compileOK(_ source: String, stopAfter: String = "sema", file: StaticString = #filePath, line: UInt = #line) -> Module? {
+    let c = compile(source, stopAfter: stopAfter)
     if !c.succeeded { XCTFail("unexpected errors:\n" + c.diagnostics.render(), file: file, line: line) }
     return c.module
 }

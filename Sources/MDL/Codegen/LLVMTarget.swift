@@ -85,9 +85,9 @@ final class JIT {
     private let jit: LLVMOrcLLJITRef
     private let context: LLVMOrcThreadSafeContextRef
 
-    /// `optimized` false: the fastest instruction selection and register allocation, for code
-    /// whose speed does not matter (the entry functions).
-    init(optimized: Bool = true) throws {
+    init() throws {
+        LLVMInitializeNativeTarget()
+        LLVMInitializeNativeAsmPrinter()
         var j: LLVMOrcLLJITRef?
         try LLVMFailure.check(LLVMOrcCreateLLJIT(&j, nil), "creating the JIT")
         jit = j!

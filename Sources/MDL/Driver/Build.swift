@@ -63,24 +63,10 @@ extension Driver {
         let target = try HostTarget(), quickTarget = try HostTarget(optimized: false)
         let context = LLVMContextCreate()!
         defer { LLVMContextDispose(context) }
-        let kernels = LLVMModuleCreateWithNameInContext(program.module.name + ".kernels", context)!
-        let entries = LLVMModuleCreateWithNameInContext(program.module.name, context)!
-        defer { LLVMDisposeModule(kernels); LLVMDisposeModule(entries) }
-        try time("llvm", &report) {
-            let manifest = Manifest.text(program, hash: Manifest.hash(irText + mdlVersion))
-            try ProgramEmitter(program: program, manifest: manifest).emit(kernels: kernels, entries: entries, context: context, withMain: withMain)
-            for m in [kernels, entries] {
-                var message: UnsafeMutablePointer<CChar>?
-                if LLVMVerifyModule(m, LLVMReturnStatusAction, &message) != 0 {
-                    let text = message.map { String(cString: $0) } ?? ""
-                    LLVMDisposeMessage(message)
-                    throw BuildError(description: "internal compiler error: invalid LLVM IR for \(path): \(text.prefix(2000))")
-                }
-                LLVMDisposeMessage(message)
-            }
-            try target.optimize(kernels)
-            quickTarget.adopt(entries)
+        let (kernels, entries) = try time("llvm", &report) {
+            try generate(program, hash: Manifest.hash(irText + mdlVersion), context: context, withMain: withMain, target: target, quickTarget: quickTarget)
         }
+        defer { LLVMDisposeModule(kernels); LLVMDisposeModule(entries) }
         switch artifact {
         case .llvmIR:
             let text = [kernels, entries].map { m -> String in
@@ -95,6 +81,32 @@ extension Driver {
             let objects = try time("object", &report) { [try target.machineCode(kernels, assembly: false), try quickTarget.machineCode(entries, assembly: false)] }
             report.objectBytes = objects.reduce(0) { $0 + $1.count }
             return (objects, report)
+        }
+    }
+
+    /// The two LLVM modules of a program (kernels optimized with `default<O3>`, entry functions
+    /// as emitted), verified; the caller owns them.
+    static func generate(_ program: KernelProgram, hash: UInt64, context: LLVMContextRef, withMain: Bool,
+                         target: HostTarget, quickTarget: HostTarget) throws -> (LLVMModuleRef, LLVMModuleRef) {
+        let kernels = LLVMModuleCreateWithNameInContext(program.module.name + ".kernels", context)!
+        let entries = LLVMModuleCreateWithNameInContext(program.module.name, context)!
+        do {
+            try ProgramEmitter(program: program, manifest: Manifest.text(program, hash: hash)).emit(kernels: kernels, entries: entries, context: context, withMain: withMain)
+            for m in [kernels, entries] {
+                var message: UnsafeMutablePointer<CChar>?
+                defer { LLVMDisposeMessage(message) }
+                if LLVMVerifyModule(m, LLVMReturnStatusAction, &message) != 0 {
+                    let text = message.map { String(cString: $0) } ?? ""
+                    throw BuildError(description: "internal compiler error: invalid LLVM IR for @\(program.module.name): \(text.prefix(2000))")
+                }
+            }
+            try target.optimize(kernels)
+            quickTarget.adopt(entries)
+            return (kernels, entries)
+        } catch {
+            LLVMDisposeModule(kernels)
+            LLVMDisposeModule(entries)
+            throw error
         }
     }
 
