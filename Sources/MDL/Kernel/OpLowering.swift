@@ -296,7 +296,11 @@ extension FunctionLowering {
 
     // MARK: convolutions and pooling
 
-    /// conv2d as im2col into a scratch buffer, then one GEMM per image: out[n] = w[O, C*KH*KW] @ cols[C*KH*KW, OH*OW].
+    /// conv2d as im2col and GEMM over groups of images, so that OpenBLAS gets few large
+    /// products instead of one small one per image: for each group of up to G images,
+    /// cols[C*KH*KW, g*OH*OW] holds the receptive fields, prod[O, g*OH*OW] = w[O, C*KH*KW] @ cols,
+    /// and prod is copied into the NCHW result. G keeps cols near 4M floats (16 MB); when the
+    /// field size is symbolic (a weight gradient, whose channels are the batch) the group is all images.
     mutating func convolution(_ op: Operation, out: BufferID) throws -> Kernel {
         let (x, w) = (buf(op.operands[0]), buf(op.operands[1]))
         let xs = type(op.operands[0]).shape, ws = type(op.operands[1]).shape, os = type(op.results[0]).shape
@@ -305,18 +309,32 @@ extension FunctionLowering {
         let (kh, kw) = (ScalarExpr(ws[2]), ScalarExpr(ws[3]))
         let (oh, ow) = (ScalarExpr(os[2]), ScalarExpr(os[3]))
         let ckk = xs[1] * ws[2] * ws[3], ohw = os[2] * os[3]
-        let cols = scratch("cols", TensorType(.f32, [ckk, ohw]))
+        let group = (ckk * ohw).constant.map { Dim(max(1, (1 << 22) / max(1, $0))) } ?? xs[0]
+        let cols = scratch("cols", TensorType(.f32, [ckk, group * ohw]))
+        let product = scratch("prod", TensorType(.f32, [os[1], group * ohw]))
+        let n = ScalarExpr(xs[0]), g = ScalarExpr(group)
+        // Group `grp` covers images first ..< first + count.
+        let first = ScalarExpr.v("grp") * g
+        let count = ScalarExpr.v("count"), width = ScalarExpr.v("count") * ScalarExpr(ohw)
         let iy = ScalarExpr.v("y") * .index(stride[0]) - .index(pad[0]) + .v("ki") * .index(dil[0])
         let ix = ScalarExpr.v("x") * .index(stride[1]) - .index(pad[1]) + .v("kj") * .index(dil[1])
         let inside = ScalarExpr.index(0).lt(iy + .index(1)).and(iy.lt(h)).and(ScalarExpr.index(0).lt(ix + .index(1))).and(ix.lt(wd))
-        let source = ((ScalarExpr.v("n") * c + .v("c")) * h + iy) * wd + ix
+        let image = first + .v("gi")
+        let source = ((image * c + .v("c")) * h + iy) * wd + ix
         let row = (ScalarExpr.v("c") * kh + .v("ki")) * kw + .v("kj")
-        let im2col: [KernelStmt] = [.loop("c", c, [.loop("ki", kh, [.loop("kj", kw, [.loop("y", oh, [.loop("x", ow, [
-            .store(cols, row * ScalarExpr(ohw) + .v("y") * ow + .v("x"), .select(inside, .load(x, .select(inside, source, .index(0))), .f32(0))),
-        ])])])])])]
+        let column = ScalarExpr.v("gi") * ScalarExpr(ohw) + .v("y") * ow + .v("x")
+        let im2col: KernelStmt = .loop("gi", count, [.loop("c", c, [.loop("ki", kh, [.loop("kj", kw, [.loop("y", oh, [.loop("x", ow, [
+            .store(cols, row * width + column, .select(inside, .load(x, .select(inside, source, .index(0))), .f32(0))),
+        ])])])])])])
         let gemm = KernelStmt.gemm(Gemm(a: w, aOffset: .index(0), transposeA: false, b: cols, bOffset: .index(0), transposeB: false,
-                                  c: out, cOffset: .v("n") * ScalarExpr(os[1] * ohw), m: ScalarExpr(os[1]), n: ScalarExpr(ohw), k: ScalarExpr(ckk), accumulate: false))
-        return makeKernel(op, [out, x, w, cols], [.loop("n", ScalarExpr(xs[0]), im2col + [gemm])])
+                                        c: product, cOffset: .index(0), m: ScalarExpr(os[1]), n: width, k: ScalarExpr(ckk), accumulate: false))
+        let scatter: KernelStmt = .loop("gi", count, [.loop("o", ScalarExpr(os[1]), [.loop("p", ScalarExpr(ohw), [
+            .store(out, ((image * ScalarExpr(os[1]) + .v("o")) * ScalarExpr(ohw)) + .v("p"), .load(product, ScalarExpr.v("o") * width + .v("gi") * ScalarExpr(ohw) + .v("p"))),
+        ])])])
+        let groups = (n + g - .index(1)) / g
+        return makeKernel(op, [out, x, w, cols, product], [.loop("grp", groups, [
+            .bind("count", .binary(.min, g, n - first)), im2col, gemm, scatter,
+        ])])
     }
 
     /// conv2d_transpose as one GEMM per image, cols[O*KH*KW, H*W] = w[C, O*KH*KW]^T @ x[n][C, H*W], then col2im.
