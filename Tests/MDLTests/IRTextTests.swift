@@ -2,8 +2,8 @@ import Foundation
 import XCTest
 @testable import MDL
 
-/// FileCheck-style tests: each Inputs/IR/*.mdl has a `// RUN: --after PASS` line (default sema)
-/// and CHECK lines matched against the printed IR.
+/// FileCheck-style tests: each Inputs/IR/*.mdl has a `// RUN: --after PASS` line (default sema;
+/// `lower` prints the Kernel IR, `llvm` the optimized LLVM IR) and CHECK lines matched against the printed IR.
 final class IRTextTests: XCTestCase {
     func testIRTextFiles() throws {
         let files = Repo.files(in: "IR")
@@ -12,13 +12,18 @@ final class IRTextTests: XCTestCase {
             let text = try String(contentsOf: url, encoding: .utf8)
             var after = "sema"
             if let r = text.range(of: "// RUN: --after ") { after = String(text[r.upperBound...].prefix { !$0.isWhitespace }) }
+            let checks = checkDirectives(text)
+            XCTAssertFalse(checks.isEmpty, "\(url.lastPathComponent) has no CHECK lines")
+            if after == "lower" || after == "llvm" {
+                let printed = String(decoding: try Driver.emit(after == "lower" ? .kernelIR : .llvmIR, path: url.path).parts.joined(), as: UTF8.self)
+                for f in fileCheck(printed, checks: checks) { XCTFail("\(url.lastPathComponent): \(f)") }
+                continue
+            }
             let c = Driver.compile(path: url.path, stopAfter: after)
             guard let m = c.module, c.succeeded else {
                 XCTFail("\(url.lastPathComponent): compilation failed:\n\(c.diagnostics.render())")
                 continue
             }
-            let checks = checkDirectives(text)
-            XCTAssertFalse(checks.isEmpty, "\(url.lastPathComponent) has no CHECK lines")
             for f in fileCheck(Driver.printIR(m), checks: checks) { XCTFail("\(url.lastPathComponent): \(f)") }
         }
     }

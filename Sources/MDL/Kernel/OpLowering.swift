@@ -309,7 +309,8 @@ extension FunctionLowering {
         let (kh, kw) = (ScalarExpr(ws[2]), ScalarExpr(ws[3]))
         let (oh, ow) = (ScalarExpr(os[2]), ScalarExpr(os[3]))
         let ckk = xs[1] * ws[2] * ws[3], ohw = os[2] * os[3]
-        let group = (ckk * ohw).constant.map { Dim(max(1, (1 << 22) / max(1, $0))) } ?? xs[0]
+        var group = (ckk * ohw).constant.map { Dim(max(1, (1 << 22) / max(1, $0))) } ?? xs[0]
+        if let g = group.constant, let n = xs[0].constant, n < g { group = xs[0] }
         let cols = scratch("cols", TensorType(.f32, [ckk, group * ohw]))
         let product = scratch("prod", TensorType(.f32, [os[1], group * ohw]))
         let n = ScalarExpr(xs[0]), g = ScalarExpr(group)
