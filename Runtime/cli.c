@@ -1,5 +1,6 @@
 /* mdl_main: the command line of a generated binary (docs/RUNTIME.md, "The command line"). */
 #include "internal.h"
+#include <math.h>
 
 #include <cblas.h>
 #include <stdlib.h>
@@ -197,7 +198,7 @@ int mdl_main(int argc, char **argv, const char *manifest, const mdl_function *fu
             {"--epochs", "N", "train N epochs (overrides the recipe)", F_POS, &t.epochs, NULL},
             {"--steps", "N", "train N updates (overrides the recipe)", F_POS, &t.steps, NULL},
             {"--batch", "N", "examples per update (overrides the recipe)", F_POS, &t.batch, NULL},
-            {"--lr", "X", "not supported: the learning rate is compiled in", F_STR, &lr, NULL},
+            {"--lr", "X", "base learning rate of every optimizer (default: the recipe's; schedules scale with it)", F_STR, &lr, NULL},
             {"--seed", "N", "seed of all randomness (default: the recipe's, else 0)", F_SEED, &t.seed, &t.has_seed},
             {"--save", "FILE", def_save, F_STR, &t.save, NULL},
             {"--resume", "FILE", "continue the run saved in FILE exactly where it stopped", F_STR, &t.resume, NULL},
@@ -261,7 +262,11 @@ int mdl_main(int argc, char **argv, const char *manifest, const mdl_function *fu
         return 0;
     }
     parse_flags(cmd, argc, argv, flags, n);
-    if (lr) die_usage("--lr: the learning rate is compiled in; change lr in the .mdl file");
+    if (lr) {
+        char *end;
+        t.lr = strtod(lr, &end);
+        if (*end || !(t.lr > 0) || !isfinite(t.lr)) die_usage("--lr: '%s' is not a positive number", lr);
+    }
     if (t.epochs && t.steps) die_usage("--epochs and --steps exclude each other");
     t.quiet = quiet;
     c.n_in = ins.n;

@@ -107,6 +107,7 @@ typedef struct {
     global_t *globals;
     func_t *funcs;
     char **optimizers;
+    double *optimizer_lr; /* each optimizer's base learning rate (its lr=, else 1e-3 as in mdlc) */
     char *data_source; /* "mnist", ..., or "generator"; NULL without a data line */
     kv_t *data_attrs;  /* path=, context=, or split=function */
     /* recipe; 0 = not set */
@@ -141,6 +142,7 @@ typedef struct {
 void model_alloc(model_t *md, const manifest_t *m, const mdl_function *fns);
 void model_init_globals(model_t *md, int32_t seed);
 void model_set_total_steps(model_t *md, int64_t total);
+void model_set_lr(model_t *md, double lr); /* every optimizer's base rate becomes lr (schedules scale with it) */
 /* Calls f; dies with a message naming f and `context` when it fails. Outputs are malloc'd. */
 void model_call(const model_t *md, const func_t *f, const array_t *in, int32_t key, array_t *out,
                 const char *context);
@@ -328,6 +330,7 @@ void runlog_close(runlog_t *l); /* writes the loss curve PNG */
 typedef struct {
     const char *data, *save, *resume, *log, *load;
     int64_t epochs, steps, batch, log_every, eval_every;
+    double lr; /* 0: the recipe's */
     bool has_seed, quiet;
     int32_t seed;
 } train_opts;

@@ -201,6 +201,16 @@ manifest_t *manifest_parse(const char *text) {
             }
         } else if (strcmp(rec, "optimizer") == 0 && n >= 3) {
             char *name = xstrdup(unescape(tok[1]));
+            double lr = 1e-3;
+            for (int i = 3; i < n; i++) {
+                if (strncmp(tok[i], "lr=", 3) == 0) {
+                    char *end;
+                    lr = strtod(tok[i] + 3, &end);
+                    if (*end || !(lr > 0)) bad("the optimizer setting %s is not a positive learning rate", tok[i]);
+                }
+            }
+            m->optimizer_lr = xrealloc(m->optimizer_lr, sizeof *m->optimizer_lr * (size_t)(m->n_optimizers + 1));
+            m->optimizer_lr[m->n_optimizers] = lr;
             PUSH(m->optimizers, m->n_optimizers, name);
         } else if (strcmp(rec, "recipe") == 0) {
             for (int i = 1; i < n; i++) {

@@ -66,6 +66,23 @@ void model_set_total_steps(model_t *md, int64_t total) {
     }
 }
 
+/* The generated update multiplies its scheduled rate by @OPT.lr_scale. */
+void model_set_lr(model_t *md, double lr) {
+    for (int o = 0; o < md->m->n_optimizers; o++) {
+        char *name = xsprintf("%s.lr_scale", md->m->optimizers[o]);
+        bool found = false;
+        for (int gi = 0; gi < md->m->n_globals; gi++) {
+            const global_t *g = &md->m->globals[gi];
+            if (strcmp(g->name, name) == 0 && g->dtype == DT_F32 && g->count == 1) {
+                *(float *)md->gbuf[gi] = (float)(lr / md->m->optimizer_lr[o]);
+                found = true;
+            }
+        }
+        if (!found) die("--lr: the optimizer '%s' has no learning-rate scale (the binary is older than --lr support)", md->m->optimizers[o]);
+        free(name);
+    }
+}
+
 void model_call(const model_t *md, const func_t *f, const array_t *in, int32_t key, array_t *out,
                 const char *context) {
     void **in_data = xcalloc((size_t)f->n_in + 1, sizeof *in_data);

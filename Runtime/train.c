@@ -426,6 +426,7 @@ int cmd_train(model_t *md, const train_opts *o) {
                     (long long)start, (long long)ph.total);
         }
         model_set_total_steps(md, ph.total); /* after the checkpoint, which may come from a shorter run */
+        if (o->lr > 0) model_set_lr(md, o->lr);
         train_phase(&r, &ph, start);
         total_steps = ph.total;
         save_checkpoint(&r, &ph, ph.total);
@@ -448,6 +449,7 @@ int cmd_train(model_t *md, const train_opts *o) {
                         (long long)k + 1, (long long)ph.total);
             }
             model_set_total_steps(md, ph.total);
+            if (o->lr > 0) model_set_lr(md, o->lr);
             train_phase(&r, &ph, start);
             record_fold(&r);
             total_steps += ph.total;

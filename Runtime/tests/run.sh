@@ -45,7 +45,8 @@ run 0 $M train --help; has "--resume FILE"; has "--check-numerics"; has "--threa
 run 0 $M predict --help; has "--in NAME=FILE"
 run 2 $M
 run 2 $M frobnicate; has "unknown command 'frobnicate'"
-run 2 $M train --lr 0.1; has "--lr: the learning rate is compiled in; change lr in the .mdl file"
+run 2 $M train --lr -1; has "--lr: '-1' is not a positive number"
+run 1 $M train --lr 0.1; has "--lr: the optimizer 'optim' has no learning-rate scale"
 run 2 $M train --epochs x; has "--epochs: expected a positive integer, got 'x'"
 run 2 $M train --bogus; has "unknown flag '--bogus'"
 run 2 $M train --epochs 2 --steps 3; has "exclude each other"

@@ -40,7 +40,7 @@ enum OptimizerLowering {
         func state(_ kind: String, _ type: TensorType, for param: String? = nil) throws -> (name: String, value: Value) {
             let n = param.map { "\(entry.name).\(kind).\($0)" } ?? "\(entry.name).\(kind)"
             if m.global(n) == nil {
-                m.globals.append(Global(kind: .state, name: n, type: type, initializer: kind == "total_steps" ? "ones" : "zeros", initAttrs: [:]))
+                m.globals.append(Global(kind: .state, name: n, type: type, initializer: ["total_steps", "lr_scale"].contains(kind) ? "ones" : "zeros", initAttrs: [:]))
             }
             return (n, b.load(n, type))
         }
@@ -50,7 +50,9 @@ enum OptimizerLowering {
         let step = try state("step", TensorType(.f32, []))
         let t = try b.add(step.value, try b.constant(1))
         set(step.name, t)
-        let rate = try learningRate(entry, base: lr, completed: step.value, builder: b, state: state)
+        // The schedule's rate times `@OPT.lr_scale` (1 unless a binary's `--lr X` sets it to X / lr).
+        let rate = try b.emit(.mul, [try learningRate(entry, base: lr, completed: step.value, builder: b, state: state),
+                                     try state("lr_scale", TensorType(.f32, [])).value])
 
         var g = grads
         if let clip = entry.attrs["clip_norm"]?.doubleValue {
