@@ -41,8 +41,8 @@ struct EntryEmitter {
             for (axis, d) in f.info(input).shape.enumerated() {
                 let actual = LLVMBuildLoad2(b, t.i64, element(inShapes, t.i64, i * Self.maxRank + axis), "")!
                 let expected = local.value(ScalarExpr(d), &s, as: .index).0
-                fail(LLVMBuildICmp(b, LLVMIntNE, actual, expected, "")!, code: 1,
-                     message: "@\(f.name): input '\(f.inputNames[i])' must have size \(d) on axis \(axis) (declared \(TensorType(f.info(input).dtype, f.info(input).shape)))", &s)
+                t.failIf(LLVMBuildICmp(b, LLVMIntNE, actual, expected, "")!, code: 1,
+                     message: "@\(f.name): input '\(f.inputNames[i])' must have size \(d) on axis \(axis) (declared \(TensorType(f.info(input).dtype, f.info(input).shape)))", in: fn, b)
             }
         }
 
@@ -66,11 +66,11 @@ struct EntryEmitter {
             let info = f.info(id)
             return LLVMBuildMul(b, local.value(ScalarExpr(info.count), &s, as: .index).0, t.int(t.byteWidth(info.dtype)), "")
         }
-        func allocate(_ n: LLVMValueRef, _ s: inout KernelEmitter.State) -> LLVMValueRef {
+        func allocate(_ n: LLVMValueRef) -> LLVMValueRef {
             // aligned_alloc wants a multiple of the alignment; never zero bytes.
             let rounded = LLVMBuildAnd(b, LLVMBuildAdd(b, n, t.int(64), ""), t.int(-64), "")!
             let p = t.call(b, "aligned_alloc", t.ptr, [t.int(64), rounded])
-            fail(LLVMBuildICmp(b, LLVMIntEQ, p, LLVMConstNull(t.ptr), "")!, code: 4, message: "@\(f.name): out of memory", &s)
+            t.failIf(LLVMBuildICmp(b, LLVMIntEQ, p, LLVMConstNull(t.ptr), "")!, code: 4, message: "@\(f.name): out of memory", in: fn, b)
             return p
         }
 
@@ -80,7 +80,7 @@ struct EntryEmitter {
             for step in list {
                 switch step {
                 case .alloc(let id):
-                    LLVMBuildStore(b, allocate(bytes(id, &s), &s), slots[id.id])
+                    LLVMBuildStore(b, allocate(bytes(id, &s)), slots[id.id])
                 case .free(let id):
                     _ = t.call(b, "free", t.void, [pointer(id)])
                 case .copy(let to, let from):
@@ -145,24 +145,13 @@ struct EntryEmitter {
                 LLVMBuildStore(b, pointer(id), element(outData, t.ptr, j))
             } else {
                 let n = bytes(id, &s)
-                let copy = allocate(n, &s)
+                let copy = allocate(n)
                 LLVMBuildMemCpy(b, copy, 64, pointer(id), 4, n)
                 LLVMBuildStore(b, copy, element(outData, t.ptr, j))
             }
         }
         LLVMBuildRet(b, t.int(0, t.i32))
         return fn
-    }
-
-    /// `if condition { mdl_set_error(message); return code }`.
-    func fail(_ condition: LLVMValueRef, code: Int32, message: String, _ s: inout KernelEmitter.State) {
-        let b = s.builder
-        let bad = LLVMAppendBasicBlockInContext(t.ctx, s.fn, "fail"), ok = LLVMAppendBasicBlockInContext(t.ctx, s.fn, "ok")
-        LLVMBuildCondBr(b, condition, bad, ok)
-        LLVMPositionBuilderAtEnd(b, bad)
-        _ = t.call(b, "mdl_set_error", t.void, [LLVMBuildGlobalStringPtr(b, message, "")])
-        LLVMBuildRet(b, t.int(Int(code), t.i32))
-        LLVMPositionBuilderAtEnd(b, ok)
     }
 
     /// `i32 mdl.after(i32 status, ptr x, i64 n, ptr function, i64 op, ptr text)`: the kernel's

@@ -37,6 +37,16 @@ final class LLVMContextTypes {
         return LLVMBuildCall2(b, type, fn, &a, UInt32(a.count), "")
     }
     func int(_ v: Int, _ t: LLVMTypeRef? = nil) -> LLVMValueRef { LLVMConstInt(t ?? i64, UInt64(bitPattern: Int64(v)), 1) }
+
+    /// `if condition { mdl_set_error(message); return code }` in a function returning i32.
+    func failIf(_ condition: LLVMValueRef, code: Int32, message: String, in fn: LLVMValueRef, _ b: LLVMBuilderRef) {
+        let bad = LLVMAppendBasicBlockInContext(ctx, fn, "fail"), ok = LLVMAppendBasicBlockInContext(ctx, fn, "ok")
+        LLVMBuildCondBr(b, condition, bad, ok)
+        LLVMPositionBuilderAtEnd(b, bad)
+        _ = call(b, "mdl_set_error", void, [LLVMBuildGlobalStringPtr(b, message, "")])
+        LLVMBuildRet(b, int(Int(code), i32))
+        LLVMPositionBuilderAtEnd(b, ok)
+    }
 }
 
 /// Emits one Kernel IR kernel as an LLVM function `i32 name(ptr noalias buffers..., ptr sizes)`
@@ -144,12 +154,7 @@ struct KernelEmitter {
                 LLVMPositionBuilderAtEnd(b, done)
             case .fail(let c, let code, let message):
                 let (cond, ct) = value(c, &s)
-                let bad = LLVMAppendBasicBlockInContext(t.ctx, s.fn, "fail"), ok = LLVMAppendBasicBlockInContext(t.ctx, s.fn, "ok")
-                LLVMBuildCondBr(b, convert(cond, from: ct, to: .bool, b), bad, ok)
-                LLVMPositionBuilderAtEnd(b, bad)
-                _ = t.call(b, "mdl_set_error", t.void, [LLVMBuildGlobalStringPtr(b, message, "")])
-                LLVMBuildRet(b, t.int(Int(code), t.i32))
-                LLVMPositionBuilderAtEnd(b, ok)
+                t.failIf(convert(cond, from: ct, to: .bool, b), code: code, message: message, in: s.fn, b)
             case .gemm(let g):
                 gemm(g, &s)
             }

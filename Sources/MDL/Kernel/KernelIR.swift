@@ -78,9 +78,8 @@ struct Gemm {
 
 /// One loop-nest function: reads and writes only its buffers.
 struct Kernel {
-    var name: String
-    var op: String                     // the Graph IR op it computes, for dumps and profiles
-    var buffers: [BufferID]            // its parameters, in order
+    var name: String                   // <function>.k<n>.<op>: unique, and names the Graph IR op it computes
+    var buffers: [BufferID]            // its parameters, in order; the first is the op's result
     var body: [KernelStmt]
 }
 

@@ -9,7 +9,7 @@ extension FunctionLowering {
         kernelCount += 1
         var unique: [BufferID] = []
         for b in buffers where !unique.contains(b) { unique.append(b) }
-        return Kernel(name: "\(function.name).k\(kernelCount).\(op.op.name)", op: op.op.name, buffers: unique, body: body)
+        return Kernel(name: "\(function.name).k\(kernelCount).\(op.op.name)", buffers: unique, body: body)
     }
 
     static func scalarType(_ d: DType) -> ScalarType {
