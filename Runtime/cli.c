@@ -81,6 +81,7 @@ static void usage(FILE *out) {
     for (int i = 0; i < man->n_evals; i++) fprintf(out, "%s%s", i ? ", " : "", man->evals[i]->name);
     fprintf(out, "%s)\n", man->n_evals ? "" : "nothing to evaluate");
     fprintf(out, "  %-12s loss and parameter gradients of one update on a given batch\n", "grad");
+    fprintf(out, "  %-12s time training steps on one fixed batch (ms/step, peak memory)\n", "bench");
     for (int i = 0; i < man->n_funcs; i++) {
         const func_t *f = &man->funcs[i];
         if (f->kind != FN_PROC) continue;
@@ -177,6 +178,9 @@ int mdl_main(int argc, char **argv, const char *manifest, const mdl_function *fu
     const char *lr = NULL;
     train_opts t = {0};
     call_opts c = {0};
+    bench_opts bo = {0};
+    bo.steps = 50;
+    bo.warmup = 10;
     strlist ins = {0}, texts = {0};
     char *def_save = xsprintf("the weights file (default %s.safetensors)", man->module);
     char *def_log = xsprintf("the JSON-lines log (default %s.jsonl; the loss curve goes to .png)", man->module);
@@ -236,6 +240,20 @@ int mdl_main(int argc, char **argv, const char *manifest, const mdl_function *fu
         n = sizeof own / sizeof *own;
         what = "Computes the loss and every parameter gradient of one update on a given batch, for cross-checks with "
                "'mdlc grad' and PyTorch.";
+    } else if (strcmp(cmd, "bench") == 0) {
+        const flag_t own[] = {
+            {"--steps", "N", "timed steps (default 50)", F_POS, &bo.steps, NULL},
+            {"--warmup", "N", "untimed steps first (default 10)", F_NONNEG, &bo.warmup, NULL},
+            {"--batch", "N", "examples per step (default: the recipe's)", F_POS, &bo.batch, NULL},
+            {"--seed", "N", "seed of the weights, data and keys (default: the recipe's, else 0)", F_SEED, &bo.seed, &bo.has_seed},
+            {"--json", NULL, "print one JSON object instead of text", F_BOOL, &bo.json, NULL},
+        };
+        memcpy(flags, own, sizeof own);
+        n = sizeof own / sizeof *own;
+        what = "Times whole training steps (every update function, in order) on one fixed batch: the first train "
+               "batch of generated data, else random inputs of the declared shapes (no data set needed). Prints the "
+               "median, 10th and 90th percentile and minimum ms/step after the warm-up, the first and last loss, and "
+               "the peak resident memory.";
     } else {
         for (int i = 0; i < man->n_funcs && !proc; i++)
             if (man->funcs[i].kind == FN_PROC && strcmp(man->funcs[i].name, cmd) == 0) proc = &man->funcs[i];
@@ -278,12 +296,14 @@ int mdl_main(int argc, char **argv, const char *manifest, const mdl_function *fu
     int nthreads = threads ? (int)(threads < 1024 ? threads : 1024) : online_cpus();
     openblas_set_num_threads(nthreads);
     threads_init(nthreads);
+    bo.threads = nthreads;
 
     model_t md;
     model_alloc(&md, man, functions);
     int rc = strcmp(cmd, "train") == 0  ? cmd_train(&md, &t)
              : strcmp(cmd, "eval") == 0 ? cmd_eval(&md, &t)
              : strcmp(cmd, "grad") == 0 ? cmd_grad(&md, &c)
+             : strcmp(cmd, "bench") == 0 ? cmd_bench(&md, &bo)
                                         : cmd_proc(&md, proc, &c);
     free(def_save);
     free(def_log);

@@ -325,7 +325,7 @@ void runlog_write(runlog_t *l, const strbuf *record); /* one JSON object per lin
 void runlog_point(runlog_t *l, double step, double loss);
 void runlog_close(runlog_t *l); /* writes the loss curve PNG */
 
-/* ---- commands (train.c, commands.c) ---- */
+/* ---- commands (train.c, commands.c, bench.c) ---- */
 
 typedef struct {
     const char *data, *save, *resume, *log, *load;
@@ -344,9 +344,17 @@ typedef struct {
     char **ins, **texts; /* NAME=FILE or NAME=1,2,3; NAME=TEXT */
 } call_opts;
 
+typedef struct {
+    int64_t steps, warmup, batch;
+    bool has_seed, json;
+    int32_t seed;
+    int threads; /* for the report; the pool is sized by mdl_main */
+} bench_opts;
+
 int cmd_train(model_t *md, const train_opts *o);
 int cmd_eval(model_t *md, const train_opts *o);
 int cmd_grad(model_t *md, const call_opts *o);
 int cmd_proc(model_t *md, const func_t *f, const call_opts *o);
+int cmd_bench(model_t *md, const bench_opts *o); /* bench.c */
 
 #endif

@@ -131,6 +131,17 @@ run 2 $M predict; has "needs its input 'x'"
 run 0 $M images --out imgs.safetensors; has "wrote image grid 'imgs.png'"
 if [ -s imgs.safetensors ] && [ "$(od -An -tx1 -N8 imgs.png | tr -d ' ')" = "89504e470d0a1a0a" ]; then ok; else fail "images outputs"; fi
 
+# -- bench -------------------------------------------------------------------------------
+run 0 $M bench --help; has "--warmup N"; has "--json"
+run 0 $M bench --steps 5 --warmup 2 --threads 1
+has "bench linreg: 5 steps after 2 warm-up, batch 32 (generated data), 1 thread"; has "ms/step   median "; has "loss      first 5.1481"; has "peak RSS"
+run 0 $M bench --steps 4 --warmup 0 --batch 16 --json
+has '{"module":"linreg","batch":16,'; has '"steps":4,"warmup":0,"seed":7,"data":"generated","median_ms":'; has '"peak_rss_mb":'
+if ! command -v python3 >/dev/null; then ok; elif python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert len(d["times_ms"]) == 4 and d["p10_ms"] <= d["median_ms"] <= d["p90_ms"]' out 2>/dev/null; then ok; else fail "bench --json output"; fi
+run 0 env MDL_TEST_MODEL=digits $M bench --steps 3; has "batch 32 (random inputs)"
+run 1 env MDL_TEST_MODEL=mutag $M bench --steps 3; has "has the size 'N', which bench cannot choose"
+run 2 $M bench --steps 0; has "--steps: expected a positive integer"
+
 # -- numerics ----------------------------------------------------------------------------
 run 1 env MDL_TEST_NAN_AT=5 $M train; has "error: loss is nan at step 5 (update @step0); run with --check-numerics"
 run 1 env MDL_TEST_NAN_AT=5 $M train --check-numerics

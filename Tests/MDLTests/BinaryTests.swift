@@ -112,18 +112,19 @@ final class BinaryTests: XCTestCase {
         XCTAssertEqual(pHeads ?? 0, 0.3, accuracy: 0.03, coin.output)
     }
 
-    /// mlp_mnist after one epoch (937 updates of batch 64) exceeds 94% test accuracy.
+    /// mlp_mnist after two epochs (1,874 updates of batch 64, the cosine decay spanning them)
+    /// exceeds 95% test accuracy (96.25% measured).
     func testMLPLearnsMNIST() throws {
         let data = Repo.root.appendingPathComponent("data/mnist")
         guard FileManager.default.fileExists(atPath: data.appendingPathComponent("train-images-idx3-ubyte").path) else {
             throw XCTSkip("MNIST is not in data/mnist (Tools/fetch-data mnist)")
         }
-        let r = run(try binary(model("mlp_mnist")), ["train", "--data", data.path, "--epochs", "1", "--quiet", "--log", "mnist.jsonl", "--save", "mnist.safetensors"])
+        let r = run(try binary(model("mlp_mnist")), ["train", "--data", data.path, "--epochs", "2", "--quiet", "--log", "mnist.jsonl", "--save", "mnist.safetensors"])
         XCTAssertEqual(r.status, 0, r.output)
         let accuracy = r.output.split(separator: "\n").last { $0.hasPrefix("eval test") }.flatMap { line in
             line.split(separator: " ").firstIndex(of: "accuracy").map { Double(line.split(separator: " ")[$0 + 1]) ?? 0 }
         }
-        XCTAssertGreaterThan(accuracy ?? 0, 0.94, r.output)
+        XCTAssertGreaterThan(accuracy ?? 0, 0.95, r.output)
         // The loss curve and the log exist.
         XCTAssertTrue(FileManager.default.fileExists(atPath: Self.directory.appendingPathComponent("mnist.png").path))
         let eval = run(try binary(model("mlp_mnist")), ["eval", "--load", "mnist.safetensors", "--data", data.path])

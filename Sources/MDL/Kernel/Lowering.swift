@@ -29,6 +29,9 @@ struct FunctionLowering {
     /// Transposes folded into matrix products: result value -> source value.
     var foldedTransposes: [Int: Value] = [:]
     var pendingGlobalWrites: [(global: BufferID, value: BufferID)] = []
+    /// Values computed inline by their consumers' kernels (Fusion.swift), and every value's op.
+    var fused: Set<Int> = []
+    var producers: [Int: Operation] = [:]
     /// Scratch buffers the op being lowered needs for the duration of its kernel.
     var scratchBuffers: [BufferID] = []
 
@@ -86,6 +89,7 @@ struct FunctionLowering {
             throw fail("the size \(unbound) is not the size of any input axis, so it cannot be known when the function runs")
         }
         findFoldableTransposes(f.body)
+        planFusion(f.body)
         let (steps, outputs) = try lowerBlock(f.body, top: true)
         return EntryFunction(name: f.name, kind: f.kind, hasKey: hasKey, buffers: buffers, inputs: inputs, inputNames: inputNames,
                              outputs: outputs, outputNames: f.resultTypes.indices.map { i in
@@ -138,6 +142,8 @@ struct FunctionLowering {
                 bufferOf[op.results[0].id] = bufferOf[op.operands[0].id]!
             case .transpose where foldedTransposes[op.results[0].id] != nil:
                 continue
+            case _ where op.results.count == 1 && fused.contains(op.results[0].id):
+                continue
             case .loop:
                 let (step, out) = try lowerLoop(op, allocated: &allocated)
                 steps.append(step)
@@ -184,9 +190,12 @@ struct FunctionLowering {
 
     func valueName(_ v: Value) -> String { function.names[v.id].map { "\($0)" } ?? "v\(v.id)" }
 
+    /// The Graph IR text of `op` and of the producers fused into it (what --check-numerics reports).
     func describe(_ op: Operation) -> String {
         let operands = op.operands.map { "%" + valueName($0) }.joined(separator: ", ")
-        return "%\(valueName(op.results[0])) = \(op.op.name) \(operands) : \(function.type(of: op.results[0]))"
+        var text = "%\(valueName(op.results[0])) = \(op.op.name) \(operands) : \(function.type(of: op.results[0]))"
+        for v in op.operands where fused.contains(v.id) { if let p = producers[v.id] { text += "; computed inline: " + describe(p) } }
+        return text
     }
 
     /// A run-time loop: carried buffers start as copies of the initial values; at the end of

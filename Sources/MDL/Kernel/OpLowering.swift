@@ -5,11 +5,14 @@ extension FunctionLowering {
     func type(_ v: Value) -> TensorType { function.type(of: v) }
     func buf(_ v: Value) -> BufferID { bufferOf[v.id]! }
 
+    /// A kernel for `op` reading `buffers` (result first) and whatever `body` loads.
     mutating func makeKernel(_ op: Operation, _ buffers: [BufferID], _ body: [KernelStmt]) -> Kernel {
         kernelCount += 1
         var unique: [BufferID] = []
-        for b in buffers where !unique.contains(b) { unique.append(b) }
-        return Kernel(name: "\(function.name).k\(kernelCount).\(op.op.name)", buffers: unique, body: body)
+        for b in buffers + body.flatMap(\.buffersTouched) where !unique.contains(b) { unique.append(b) }
+        let ops = fusedOps(op)
+        let name = ops.count == 1 ? op.op.name : "fused\(ops.count).\(op.op.name)"
+        return Kernel(name: "\(function.name).k\(kernelCount).\(name)", buffers: unique, body: body)
     }
 
     static func scalarType(_ d: DType) -> ScalarType {
@@ -39,22 +42,19 @@ extension FunctionLowering {
     mutating func lowerOp(_ op: Operation, result out: BufferID) throws -> Kernel {
         let rt = type(op.results[0])
         let shape = rt.shape
-        let operands = op.op == .matmul ? [] : op.operands.map(buf)  // matmul operands may be folded transposes
+        // Fused values and folded transposes have no buffer: the ops that read them do so
+        // through `element` and `matmulOperands`, never through `operands`.
+        let operands = op.operands.map { bufferOf[$0.id] ?? BufferID(id: -1) }
         let types = op.operands.map(type)
         let count = ScalarExpr(rt.shape.reduce(Dim(1), *))
         let fill = { (value: ScalarExpr) -> KernelStmt in .loop("i", count, [.store(out, .v("i"), value)]) }
 
         switch op.op {
-        case _ where OpKind.unary.contains(op.op) || OpKind.binary.contains(op.op) || op.op == .select || op.op == .cast:
-            let flat = types.allSatisfy { $0.shape == shape || $0.shape.allSatisfy { $0 == 1 } }
-            if flat {
-                let x = zip(operands, types).map { b, t in ScalarExpr.load(b, t.shape == shape ? .v("i") : .index(0)) }
-                return makeKernel(op, [out] + operands, [fill(Self.elementwise(op, x))])
+        case _ where Self.elementwiseOps.contains(op.op) || op.op == .broadcast:
+            if flatComputable(op, space: shape) {
+                return makeKernel(op, [out], [fill(computed(op, [], space: shape, flat: .v("i")))])
             }
-            return makeKernel(op, [out] + operands, loopNest(shape) { idx in
-                let x = zip(operands, types).map { b, t in ScalarExpr.load(b, broadcastIndex(idx, operand: t.shape)) }
-                return [.store(out, flatIndex(idx, shape), Self.elementwise(op, x))]
-            })
+            return makeKernel(op, [out], loopNest(shape) { idx in [.store(out, flatIndex(idx, shape), computed(op, idx, space: shape))] })
 
         case .constant:
             let st = Self.scalarType(rt.dtype)
@@ -72,7 +72,7 @@ extension FunctionLowering {
             return makeKernel(op, [out], [.store(out, .index(0), .convert(ScalarExpr(d), .i32))])
 
         case .sum, .mean, .reduce_max, .reduce_min, .logsumexp, .argmax:
-            return makeKernel(op, [out, operands[0]], reduction(op, input: operands[0], inputShape: types[0].shape, out: out))
+            return makeKernel(op, [out], reduction(op, input: op.operands[0], inputShape: types[0].shape, out: out))
 
         case .cumsum:
             let s = types[0].shape, a = axis(op, rank: s.count)
@@ -89,11 +89,6 @@ extension FunctionLowering {
             return makeKernel(op, [out, operands[0]], loopNest(shape) { idx in
                 let source = idx.indices.reduce(ScalarExpr.index(0)) { $0 + idx[$1] * inStrides[perm[$1]] }
                 return [.store(out, flatIndex(idx, shape), .load(operands[0], source))]
-            })
-
-        case .broadcast:
-            return makeKernel(op, [out, operands[0]], loopNest(shape) { idx in
-                [.store(out, flatIndex(idx, shape), .load(operands[0], broadcastIndex(idx, operand: types[0].shape)))]
             })
 
         case .slice:
@@ -204,19 +199,19 @@ extension FunctionLowering {
 
     // MARK: reductions
 
-    func reduction(_ op: Operation, input: BufferID, inputShape s: [Dim], out: BufferID) -> [KernelStmt] {
+    /// The input is read through `element`, so fused producers are computed in the reduction's loops.
+    func reduction(_ op: Operation, input: Value, inputShape s: [Dim], out: BufferID) -> [KernelStmt] {
         let rank = s.count
         let axes = Set(op.op == .argmax ? [axis(op, rank: rank)] : normalizedAxes(ints(op, "axes"), rank: rank))
         let kept = (0..<rank).filter { !axes.contains($0) }
         let reducedAxes = (0..<rank).filter { axes.contains($0) }
         let keptShape = kept.map { s[$0] }
         let groupSize = ScalarExpr(reducedAxes.map { s[$0] }.reduce(Dim(1), *))
-        let inStrides = rowMajorStrides(s)
         func at(_ keptIdx: [ScalarExpr], _ redIdx: [ScalarExpr]) -> ScalarExpr {
-            var e = ScalarExpr.index(0)
-            for (k, i) in zip(kept, keptIdx) { e = e + i * inStrides[k] }
-            for (r, i) in zip(reducedAxes, redIdx) { e = e + i * inStrides[r] }
-            return e
+            var idx = [ScalarExpr](repeating: .index(0), count: rank)
+            for (k, i) in zip(kept, keptIdx) { idx[k] = i }
+            for (r, i) in zip(reducedAxes, redIdx) { idx[r] = i }
+            return element(input, idx, space: s)
         }
         let identity: Double = op.op == .reduce_max ? -.infinity : op.op == .reduce_min ? .infinity : 0
         let combine: ScalarOp = op.op == .reduce_max ? .max : op.op == .reduce_min ? .min : .add
@@ -230,7 +225,7 @@ extension FunctionLowering {
             body += loopNest(s) { idx in
                 var o = ScalarExpr.index(0)
                 for (j, k) in kept.enumerated() { o = o + idx[k] * outStrides[j] }
-                return [.store(out, o, .binary(combine, .load(out, o), .load(input, flatIndex(idx, s))))]
+                return [.store(out, o, .binary(combine, .load(out, o), element(input, idx, space: s)))]
             }
             if op.op == .mean {
                 body.append(.loop("i", outCount, [.store(out, .v("i"), .binary(.div, .load(out, .v("i")), .convert(groupSize, .f32)))]))
@@ -242,9 +237,9 @@ extension FunctionLowering {
         switch op.op {
         case .argmax:
             return loopNest(keptShape, prefix: "o") { keptIdx in
-                [.declare("best", .load(input, at(keptIdx, [.index(0)]))), .declare("arg", .index(0))]
+                [.declare("best", at(keptIdx, red.map { _ in .index(0) })), .declare("arg", .index(0))]
                 + loopNest(red, prefix: "r") { r in
-                    [.bind("x", .load(input, at(keptIdx, r))),
+                    [.bind("x", at(keptIdx, r)),
                      .when(.binary(.gt, .v("x"), .v("best")), [.assign("best", .v("x")), .assign("arg", r[0])])]
                 }
                 + [.store(out, outIndex(keptIdx), .convert(.v("arg"), .i32))]
@@ -252,10 +247,10 @@ extension FunctionLowering {
         case .logsumexp:
             return loopNest(keptShape, prefix: "o") { keptIdx in
                 [.declare("m", .f32(-.infinity))]
-                + loopNest(red, prefix: "r") { r in [.accumulate("m", .max, .load(input, at(keptIdx, r)))] }
+                + loopNest(red, prefix: "r") { r in [.accumulate("m", .max, at(keptIdx, r))] }
                 + [.bind("shift", .select(.unary(.isFinite, .v("m")), .v("m"), .f32(0))), .declare("acc", .f32(0))]
                 + loopNest(red, prefix: "r") { r in
-                    [.accumulate("acc", .add, .unary(.exp, .binary(.sub, .load(input, at(keptIdx, r)), .v("shift"))))]
+                    [.accumulate("acc", .add, .unary(.exp, .binary(.sub, at(keptIdx, r), .v("shift"))))]
                 }
                 + [.store(out, outIndex(keptIdx), .select(.unary(.isFinite, .v("m")),
                                                           .binary(.add, .v("m"), .unary(.log, .v("acc"))), .v("m")))]
@@ -263,7 +258,7 @@ extension FunctionLowering {
         default:
             return loopNest(keptShape, prefix: "o") { keptIdx in
                 [.declare("acc", .f32(identity))]
-                + loopNest(red, prefix: "r") { r in [.accumulate("acc", combine, .load(input, at(keptIdx, r)))] }
+                + loopNest(red, prefix: "r") { r in [.accumulate("acc", combine, at(keptIdx, r))] }
                 + [.store(out, outIndex(keptIdx), op.op == .mean ? .binary(.div, .v("acc"), .convert(groupSize, .f32)) : .v("acc"))]
             }
         }

@@ -1,0 +1,119 @@
+/// Fusion, decided while lowering: an elementwise op whose only use is an elementwise op,
+/// a reduction or a broadcast in the same block is not computed into a buffer of its own;
+/// its consumer's kernel computes it inline, element by element. Filled constants, iotas and
+/// broadcasts cost nothing to recompute, so they are inlined into every such consumer.
+/// Chains like `(x - m) * rsqrt(v + eps) * gamma + beta` or `exp(x - max)` summed become one
+/// kernel, one pass over memory.
+extension FunctionLowering {
+    static let elementwiseOps: Set<OpKind> = OpKind.unary.union(OpKind.binary).union([.select, .cast])
+    /// Ops whose kernels read their operands through `element`, so they can absorb producers.
+    static let fusingConsumers: Set<OpKind> = elementwiseOps.union([.broadcast, .sum, .mean, .reduce_max, .reduce_min, .logsumexp, .argmax])
+
+    /// Marks the values of `body` (and of nested loop bodies, each on its own) computed inline.
+    mutating func planFusion(_ body: Block) {
+        var users: [Int: [(op: OpKind, block: Int)]] = [:]
+        var blockCount = 0
+        func scan(_ b: Block) {
+            let id = blockCount
+            blockCount += 1
+            for op in b.operations {
+                for v in op.operands { users[v.id, default: []].append((op.op, id)) }
+                op.regions.forEach(scan)
+            }
+        }
+        scan(body)
+        blockCount = 0
+        func visit(_ b: Block) {
+            let id = blockCount
+            blockCount += 1
+            for op in b.operations {
+                defer { op.regions.forEach(visit) }
+                guard op.results.count == 1 else { continue }
+                producers[op.results[0].id] = op
+                let u = users[op.results[0].id] ?? []
+                guard !u.isEmpty, u.allSatisfy({ Self.fusingConsumers.contains($0.op) && $0.block == id }) else { continue }
+                let free = (op.op == .constant && op.attrs["value"]?.doubleValue != nil) || op.op == .iota || op.op == .broadcast
+                if free || (Self.elementwiseOps.contains(op.op) && u.count == 1) { fused.insert(op.results[0].id) }
+            }
+        }
+        visit(body)
+    }
+
+    /// The element of `v` at index `idx` of an iteration space `space` that `v`'s shape
+    /// broadcasts to (right-aligned). With `flat`, the space is walked by one flat index
+    /// and every buffer read has the space's shape or a single element (see `flatReadable`).
+    func element(_ v: Value, _ idx: [ScalarExpr], space: [Dim], flat: ScalarExpr? = nil) -> ScalarExpr {
+        guard fused.contains(v.id), let op = producers[v.id] else {
+            let shape = type(v).shape
+            if let flat { return .load(buf(v), shape == space ? flat : .index(0)) }
+            return .load(buf(v), broadcastIndex(idx, operand: shape))
+        }
+        return computed(op, idx, space: space, flat: flat)
+    }
+
+    /// The element of an elementwise op's (or broadcast's, iota's, filled constant's) result, from its operands' elements.
+    func computed(_ op: Operation, _ idx: [ScalarExpr], space: [Dim], flat: ScalarExpr? = nil) -> ScalarExpr {
+        let v = op.results[0], shape = type(v).shape
+        switch op.op {
+        case .constant: return .constant(op.attrs["value"]?.doubleValue ?? 0, Self.scalarType(type(v).dtype))
+        case .broadcast: return element(op.operands[0], idx, space: space, flat: flat)
+        case .iota:
+            let axis = self.axis(op, rank: shape.count)
+            return shape[axis] == 1 ? .constant(0, .i32) : .convert(idx[idx.count - shape.count + axis], .i32)
+        default: return Self.elementwise(op, op.operands.map { element($0, idx, space: space, flat: flat) })
+        }
+    }
+
+    /// Whether `element(v, ...)` over `space` can use one flat index: every buffer it reads
+    /// has the space's shape or one element, and no iota needs per-axis indices.
+    func flatReadable(_ v: Value, space: [Dim]) -> Bool {
+        guard fused.contains(v.id), let op = producers[v.id] else {
+            let shape = type(v).shape
+            return shape == space || shape.allSatisfy { $0 == 1 }
+        }
+        return flatComputable(op, space: space)
+    }
+
+    func flatComputable(_ op: Operation, space: [Dim]) -> Bool {
+        switch op.op {
+        case .constant: return true
+        case .iota: return false
+        default: return op.operands.allSatisfy { flatReadable($0, space: space) }
+        }
+    }
+
+    /// The Graph IR ops computed by the kernel of `op`: it and the producers fused into it.
+    func fusedOps(_ op: Operation) -> [OpKind] {
+        var out = [op.op]
+        for v in op.operands where fused.contains(v.id) { if let p = producers[v.id] { out += fusedOps(p) } }
+        return out
+    }
+}
+
+extension ScalarExpr {
+    /// The buffers an expression reads.
+    var buffers: [BufferID] {
+        switch self {
+        case .load(let b, let i): return [b] + i.buffers
+        case .unary(_, let x), .convert(let x, _), .table(_, _, let x): return x.buffers
+        case .binary(_, let a, let b): return a.buffers + b.buffers
+        case .select(let c, let a, let b): return c.buffers + a.buffers + b.buffers
+        case .call(_, let args): return args.flatMap(\.buffers)
+        case .index, .constant, .size, .variable: return []
+        }
+    }
+}
+
+extension KernelStmt {
+    /// The buffers a statement reads or writes.
+    var buffersTouched: [BufferID] {
+        switch self {
+        case .loop(_, let n, let body): return n.buffers + body.flatMap(\.buffersTouched)
+        case .store(let b, let i, let v): return [b] + i.buffers + v.buffers
+        case .bind(_, let e), .declare(_, let e), .assign(_, let e), .accumulate(_, _, let e): return e.buffers
+        case .when(let c, let body): return c.buffers + body.flatMap(\.buffersTouched)
+        case .fail(let c, _, _): return c.buffers
+        case .gemm(let g): return [g.c, g.a, g.b]
+        }
+    }
+}
