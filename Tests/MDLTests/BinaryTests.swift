@@ -131,6 +131,25 @@ final class BinaryTests: XCTestCase {
         XCTAssertTrue(eval.output.contains(String(format: "accuracy %.4f", accuracy ?? 0)), eval.output)
     }
 
+    /// Kernels split their outer loops over the thread pool in fixed chunks and OpenBLAS splits
+    /// its products by rows and columns, so 1 and 2 threads give the same bytes (cnn_mnist's
+    /// convolutions and activations are large enough to run in parallel).
+    func testThreadCountsGiveTheSameResult() throws {
+        let data = Repo.root.appendingPathComponent("data/mnist")
+        guard FileManager.default.fileExists(atPath: data.appendingPathComponent("train-images-idx3-ubyte").path) else {
+            throw XCTSkip("MNIST is not in data/mnist (Tools/fetch-data mnist)")
+        }
+        let bin = try binary(model("cnn_mnist"))
+        for threads in ["1", "2"] {
+            let r = run(bin, ["train", "--data", data.path, "--steps", "3", "--quiet", "--threads", threads,
+                              "--save", "threads\(threads).safetensors", "--log", "threads\(threads).jsonl"])
+            XCTAssertEqual(r.status, 0, r.output)
+        }
+        let one = try Data(contentsOf: Self.directory.appendingPathComponent("threads1.safetensors"))
+        let two = try Data(contentsOf: Self.directory.appendingPathComponent("threads2.safetensors"))
+        XCTAssertEqual(one, two, "1 and 2 threads trained different weights")
+    }
+
     /// A run stopped after 300 updates and resumed to 1000 ends with the same bytes as an uninterrupted run.
     func testCheckpointsResumeExactlyAndCorruptOnesAreRefused() throws {
         let bin = try binary(model("mlp_xor"))

@@ -67,32 +67,97 @@ struct KernelEmitter {
         return fn
     }
 
-    private func define(_ k: Kernel) -> LLVMValueRef {
-        let params = [LLVMTypeRef](repeating: t.ptr, count: k.buffers.count + 1)
-        let (fn, _) = t.function(k.name, t.i32, params)
+    /// A function `name(ptr noalias buffers..., ptr sizes, extra...)` positioned at its entry,
+    /// with the buffers and sizes in scope.
+    private func function(_ name: String, _ k: Kernel, result: LLVMTypeRef, extra: [LLVMTypeRef] = []) -> (LLVMValueRef, State) {
+        let params = [LLVMTypeRef](repeating: t.ptr, count: k.buffers.count + 1) + extra
+        let (fn, _) = t.function(name, result, params)
         LLVMSetVisibility(fn, LLVMHiddenVisibility)
         markNoAlias(fn, parameters: Array(0..<k.buffers.count), context: t.ctx)
         // Kept out of line: inlining thousands of kernels into one entry function makes O3 and
         // instruction selection superlinear, and a kernel per function is what profiles name.
         LLVMAddAttributeAtIndex(fn, UInt32(bitPattern: Int32(LLVMAttributeFunctionIndex)), LLVMCreateEnumAttribute(t.ctx, LLVMGetEnumAttributeKindForName("noinline", 8), 0))
         let b = LLVMCreateBuilderInContext(t.ctx)!
-        defer { LLVMDisposeBuilder(b) }
         LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(t.ctx, fn, "entry"))
         var state = State(fn: fn, builder: b)
+        state.kernel = k
         for (i, id) in k.buffers.enumerated() { state.pointers[id.id] = LLVMGetParam(fn, UInt32(i)) }
-        let sizes = LLVMGetParam(fn, UInt32(k.buffers.count))
+        let sizes = LLVMGetParam(fn, UInt32(k.buffers.count))!
+        state.sizes = sizes
         for (i, s) in symbols.enumerated() {
             var index: [LLVMValueRef?] = [t.int(i)]
             state.scope[s] = (LLVMBuildLoad2(b, t.i64, LLVMBuildInBoundsGEP2(b, t.i64, sizes, &index, 1, ""), s), .index)
         }
+        return (fn, state)
+    }
+
+    private func define(_ k: Kernel) -> LLVMValueRef {
+        var (fn, state) = function(k.name, k, result: t.i32)
+        defer { LLVMDisposeBuilder(state.builder) }
         emit(k.body, &state)
-        LLVMBuildRet(b, t.int(0, t.i32))
+        LLVMBuildRet(state.builder, t.int(0, t.i32))
         return fn
+    }
+
+    /// Elements of work below which a parallel loop runs on the calling thread: the pool's
+    /// hand-off costs a few microseconds.
+    static let parallelThreshold = 1 << 15
+
+    /// A parallel loop at a kernel's top level: its body becomes `name.body(buffers..., sizes, lo, hi)`,
+    /// called directly for small extents and otherwise through `mdl_parallel_for` with a
+    /// trampoline `name.task(ctx, lo, hi)` that unpacks the kernel's parameters from `ctx`.
+    private func parallelLoop(_ name: String, _ extent: ScalarExpr, _ body: [KernelStmt], work: Int, _ s: inout State) {
+        let b = s.builder, k = s.kernel
+        let (n, _) = value(extent, &s, as: .index)
+        let count = LLVMCountParams(s.fn)
+        s.parallelLoops += 1
+        let serial = "\(LLVMGetValueName2String(s.fn)).part\(s.parallelLoops)"
+        var (bodyFn, inner) = function(serial, k, result: t.void, extra: [t.i64, t.i64])
+        defer { LLVMDisposeBuilder(inner.builder) }
+        let lo = LLVMGetParam(bodyFn, UInt32(k.buffers.count + 1))!, hi = LLVMGetParam(bodyFn, UInt32(k.buffers.count + 2))!
+        emit([.loop(name + ".offset", .variable(name + ".span"), [.bind(name, .binary(.add, .variable(name + ".lo"), .variable(name + ".offset")))] + body)],
+             &inner, bindings: [(name + ".lo", lo), (name + ".span", LLVMBuildSub(inner.builder, hi, lo, "")!)])
+        LLVMBuildRetVoid(inner.builder)
+
+        // The trampoline: ctx is an array of the kernel's parameters.
+        let (task, _) = t.function(serial + ".task", t.void, [t.ptr, t.i64, t.i64])
+        LLVMSetVisibility(task, LLVMHiddenVisibility)
+        let tb = LLVMCreateBuilderInContext(t.ctx)!
+        defer { LLVMDisposeBuilder(tb) }
+        LLVMPositionBuilderAtEnd(tb, LLVMAppendBasicBlockInContext(t.ctx, task, "entry"))
+        var unpacked: [LLVMValueRef] = (0..<Int(count)).map { i in
+            var index: [LLVMValueRef?] = [t.int(i)]
+            return LLVMBuildLoad2(tb, t.ptr, LLVMBuildInBoundsGEP2(tb, t.ptr, LLVMGetParam(task, 0), &index, 1, ""), "")!
+        }
+        unpacked += [LLVMGetParam(task, 1)!, LLVMGetParam(task, 2)!]
+        _ = t.call(tb, serial, t.void, unpacked)
+        LLVMBuildRetVoid(tb)
+
+        // In the kernel: enough work goes to the pool, the rest runs here.
+        let pooled = LLVMAppendBasicBlockInContext(t.ctx, s.fn, "pooled"), direct = LLVMAppendBasicBlockInContext(t.ctx, s.fn, "direct"),
+            done = LLVMAppendBasicBlockInContext(t.ctx, s.fn, "parallel.end")
+        let large = LLVMBuildICmp(b, LLVMIntSGE, LLVMBuildMul(b, n, t.int(work), ""), t.int(Self.parallelThreshold), "")
+        LLVMBuildCondBr(b, large, pooled, direct)
+        LLVMPositionBuilderAtEnd(b, pooled)
+        let ctx = LLVMBuildArrayAlloca(b, t.ptr, t.int(Int(count)), "ctx")!
+        for i in 0..<Int(count) {
+            var index: [LLVMValueRef?] = [t.int(i)]
+            LLVMBuildStore(b, LLVMGetParam(s.fn, UInt32(i)), LLVMBuildInBoundsGEP2(b, t.ptr, ctx, &index, 1, ""))
+        }
+        _ = t.call(b, "mdl_parallel_for", t.void, [n, task, ctx])
+        LLVMBuildBr(b, done)
+        LLVMPositionBuilderAtEnd(b, direct)
+        _ = t.call(b, serial, t.void, (0..<Int(count)).map { LLVMGetParam(s.fn, UInt32($0))! } + [t.int(0), n])
+        LLVMBuildBr(b, done)
+        LLVMPositionBuilderAtEnd(b, done)
     }
 
     struct State {
         let fn: LLVMValueRef
         let builder: LLVMBuilderRef
+        var kernel = Kernel(name: "", buffers: [], body: [])
+        var sizes: LLVMValueRef?
+        var parallelLoops = 0
         var pointers: [Int: LLVMValueRef] = [:]
         /// Sizes, loop indices and `let`s: SSA values with their scalar type.
         var scope: [String: (LLVMValueRef, ScalarType)] = [:]
@@ -100,10 +165,13 @@ struct KernelEmitter {
         var variables: [String: (LLVMValueRef, ScalarType)] = [:]
     }
 
-    func emit(_ stmts: [KernelStmt], _ s: inout State) {
+    func emit(_ stmts: [KernelStmt], _ s: inout State, bindings: [(String, LLVMValueRef)] = []) {
         let b = s.builder
+        for (name, v) in bindings { s.scope[name] = (v, .index) }
         for st in stmts {
             switch st {
+            case .parallel(let name, let extent, let body, let work):
+                parallelLoop(name, extent, body, work: work, &s)
             case .loop(let name, let extent, let body):
                 let (n, _) = value(extent, &s, as: .index)
                 let preheader = LLVMGetInsertBlock(b)
@@ -434,4 +502,10 @@ enum LowerTypes {
         let order: [ScalarType] = [.bool, .i32, .index, .f32, .f64]
         return order.firstIndex(of: a)! > order.firstIndex(of: b)! ? a : b
     }
+}
+
+/// The name of an LLVM value.
+func LLVMGetValueName2String(_ v: LLVMValueRef) -> String {
+    var length = 0
+    return String(cString: LLVMGetValueName2(v, &length))
 }

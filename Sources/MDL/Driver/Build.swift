@@ -186,7 +186,7 @@ extension Array where Element == KernelStmt {
         reduce(0) { n, s in
             switch s {
             case .gemm: return n + 1
-            case .loop(_, _, let body), .when(_, let body): return n + body.gemmCount
+            case .loop(_, _, let body), .parallel(_, _, let body, _), .when(_, let body): return n + body.gemmCount
             default: return n
             }
         }

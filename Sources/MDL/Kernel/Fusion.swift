@@ -108,7 +108,7 @@ extension KernelStmt {
     /// The buffers a statement reads or writes.
     var buffersTouched: [BufferID] {
         switch self {
-        case .loop(_, let n, let body): return n.buffers + body.flatMap(\.buffersTouched)
+        case .loop(_, let n, let body), .parallel(_, let n, let body, _): return n.buffers + body.flatMap(\.buffersTouched)
         case .store(let b, let i, let v): return [b] + i.buffers + v.buffers
         case .bind(_, let e), .declare(_, let e), .assign(_, let e), .accumulate(_, _, let e): return e.buffers
         case .when(let c, let body): return c.buffers + body.flatMap(\.buffersTouched)

@@ -81,6 +81,18 @@ func loopNest(_ shape: [Dim], prefix: String = "i", body: ([ScalarExpr]) -> [Ker
     return stmts
 }
 
+/// `loopNest` whose outermost loop runs in parallel (its iterations must write disjoint elements).
+func parallelNest(_ shape: [Dim], prefix: String = "i", body: ([ScalarExpr]) -> [KernelStmt]) -> [KernelStmt] {
+    let nest = loopNest(shape, prefix: prefix, body: body)
+    guard case .loop(let v, let n, let inner)? = nest.first, nest.count == 1 else { return nest }
+    return [.parallel(v, n, inner, work: staticWork(shape.dropFirst()))]
+}
+
+/// Elements per iteration for the parallel threshold; a symbolic size counts as 64.
+func staticWork(_ dims: ArraySlice<Dim>) -> Int {
+    dims.reduce(1) { w, d in min(1 << 30, w * max(1, d.constant ?? 64)) }
+}
+
 extension Dim {
     /// The constant term and the monomials (sorted symbol lists with coefficients), in a fixed order.
     var terms: (offset: Int, monomials: [([String], Int)]) {

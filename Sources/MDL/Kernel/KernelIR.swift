@@ -57,6 +57,8 @@ indirect enum ScalarExpr {
 /// A statement of a kernel body.
 indirect enum KernelStmt {
     case loop(String, ScalarExpr, [KernelStmt])                   // for variable in 0..<extent
+    case parallel(String, ScalarExpr, [KernelStmt], work: Int)    // the same, iterations independent, split over the thread
+                                                                  // pool when extent * work (elements per iteration) is large
     case store(BufferID, ScalarExpr, ScalarExpr)                  // buffer[index] = value
     case bind(String, ScalarExpr)                           // let variable = value
     case declare(String, ScalarExpr)                        // var variable = initial value

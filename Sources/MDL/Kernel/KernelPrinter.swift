@@ -47,6 +47,10 @@ struct KernelPrinter {
                 out += "\(indent)for \(v) in 0..<\(expr(n, name)) {\n"
                 out += self.body(body, indent + "  ", name)
                 out += "\(indent)}\n"
+            case .parallel(let v, let n, let body, let work):
+                out += "\(indent)parallel for \(v) in 0..<\(expr(n, name)) (work \(work)) {\n"
+                out += self.body(body, indent + "  ", name)
+                out += "\(indent)}\n"
             case .store(let b, let i, let v): out += "\(indent)\(name(b))[\(expr(i, name))] = \(expr(v, name))\n"
             case .bind(let v, let e): out += "\(indent)let \(v) = \(expr(e, name))\n"
             case .declare(let v, let e): out += "\(indent)var \(v) = \(expr(e, name))\n"

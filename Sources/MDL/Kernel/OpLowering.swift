@@ -47,14 +47,14 @@ extension FunctionLowering {
         let operands = op.operands.map { bufferOf[$0.id] ?? BufferID(id: -1) }
         let types = op.operands.map(type)
         let count = ScalarExpr(rt.shape.reduce(Dim(1), *))
-        let fill = { (value: ScalarExpr) -> KernelStmt in .loop("i", count, [.store(out, .v("i"), value)]) }
+        let fill = { (value: ScalarExpr) -> KernelStmt in .parallel("i", count, [.store(out, .v("i"), value)], work: 1) }
 
         switch op.op {
         case _ where Self.elementwiseOps.contains(op.op) || op.op == .broadcast:
             if flatComputable(op, space: shape) {
                 return makeKernel(op, [out], [fill(computed(op, [], space: shape, flat: .v("i")))])
             }
-            return makeKernel(op, [out], loopNest(shape) { idx in [.store(out, flatIndex(idx, shape), computed(op, idx, space: shape))] })
+            return makeKernel(op, [out], parallelNest(shape) { idx in [.store(out, flatIndex(idx, shape), computed(op, idx, space: shape))] })
 
         case .constant:
             let st = Self.scalarType(rt.dtype)
@@ -236,7 +236,7 @@ extension FunctionLowering {
         let outIndex = { (keptIdx: [ScalarExpr]) in flatIndex(keptIdx, keptShape) }
         switch op.op {
         case .argmax:
-            return loopNest(keptShape, prefix: "o") { keptIdx in
+            return parallelNest(keptShape, prefix: "o") { keptIdx in
                 [.declare("best", at(keptIdx, red.map { _ in .index(0) })), .declare("arg", .index(0))]
                 + loopNest(red, prefix: "r") { r in
                     [.bind("x", at(keptIdx, r)),
@@ -245,7 +245,7 @@ extension FunctionLowering {
                 + [.store(out, outIndex(keptIdx), .convert(.v("arg"), .i32))]
             }
         case .logsumexp:
-            return loopNest(keptShape, prefix: "o") { keptIdx in
+            return parallelNest(keptShape, prefix: "o") { keptIdx in
                 [.declare("m", .f32(-.infinity))]
                 + loopNest(red, prefix: "r") { r in [.accumulate("m", .max, at(keptIdx, r))] }
                 + [.bind("shift", .select(.unary(.isFinite, .v("m")), .v("m"), .f32(0))), .declare("acc", .f32(0))]
@@ -256,7 +256,7 @@ extension FunctionLowering {
                                                           .binary(.add, .v("m"), .unary(.log, .v("acc"))), .v("m")))]
             }
         default:
-            return loopNest(keptShape, prefix: "o") { keptIdx in
+            return parallelNest(keptShape, prefix: "o") { keptIdx in
                 [.declare("acc", .f32(identity))]
                 + loopNest(red, prefix: "r") { r in [.accumulate("acc", combine, at(keptIdx, r))] }
                 + [.store(out, outIndex(keptIdx), op.op == .mean ? .binary(.div, .v("acc"), .convert(groupSize, .f32)) : .v("acc"))]
@@ -373,7 +373,9 @@ extension FunctionLowering {
         let window = ScalarExpr.index(kernel[0] * kernel[1])
         let windowIndex = (ScalarExpr.v("p") * oh + .v("y")) * ow + .v("x")
         func overWindow(_ body: [KernelStmt]) -> KernelStmt { .loop("ki", .index(kernel[0]), [.loop("kj", .index(kernel[1]), [.when(inside, body)])]) }
-        func overOutputs(_ body: [KernelStmt]) -> KernelStmt { .loop("p", planes, [.loop("y", oh, [.loop("x", ow, body)])]) }
+        // Each plane p writes only its own outputs (and, for gradients, its own input plane).
+        let work = (ws[2] * ws[3]).constant.map { $0 * kernel[0] * kernel[1] } ?? 64
+        func overOutputs(_ body: [KernelStmt]) -> KernelStmt { .parallel("p", planes, [.loop("y", oh, [.loop("x", ow, body)])], work: work) }
         let zero = KernelStmt.loop("i", ScalarExpr(xs.reduce(Dim(1), *)), [.store(out, .v("i"), .f32(0))])
         switch op.op {
         case .maxpool2d:
