@@ -11,7 +11,7 @@ struct KernelPrinter {
             let i = f.info(b)
             return "\(name(b)): \(TensorType(i.dtype, i.shape))"
         }
-        var out = "entry \(f.kind.rawValue) @\(f.name)(\(f.inputs.map(decl).joined(separator: ", "))\(f.hasKey ? ", key" : ""))"
+        var out = "entry \(f.kind.rawValue) @\(f.name)(\((f.inputs.map(decl) + (f.hasKey ? ["key"] : [])).joined(separator: ", ")))"
         out += " -> (\(zip(f.outputNames, f.outputs).map { "\($0): \(name($1))" }.joined(separator: ", ")))\n"
         for b in f.bindings { out += "  size \(b.symbol) = \(name(f.inputs[b.input])).shape[\(b.axis)]\n" }
         let globals = f.buffers.indices.filter { if case .global = f.buffers[$0].role { return true }; return false }
