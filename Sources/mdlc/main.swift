@@ -24,6 +24,16 @@ func report(_ c: Compilation) -> Int32 {
     return 0
 }
 
+/// Runs `body`; an error it throws is printed to standard error (after `prefix`) and ends mdlc with status 1.
+func exitOnError(_ prefix: String = "", _ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch {
+        FileHandle.standardError.write("\(prefix)\(error)\n".data(using: .utf8)!)
+        throw ExitCode(1)
+    }
+}
+
 struct Check: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Parse, type-check and differentiate .mdl files; exit 1 if any has errors.")
     @Argument(help: "The .mdl files to check.") var files: [String]
@@ -54,12 +64,9 @@ struct DumpIR: ParsableCommand {
 
     func run() throws {
         if Self.codegenStages.contains(after) {
-            do {
+            try exitOnError {
                 let (parts, _) = try Driver.emit(after == "lower" ? .kernelIR : .llvmIR, path: file)
                 FileHandle.standardOutput.write(Data(parts.joined()))
-            } catch {
-                FileHandle.standardError.write("\(error)\n".data(using: .utf8)!)
-                throw ExitCode(1)
             }
             return
         }
@@ -82,14 +89,11 @@ struct Grad: ParsableCommand {
     @Option(help: "Seed for initialization and random ops.") var seed: Int32 = 0
 
     func run() throws {
-        do {
+        try exitOnError("mdlc grad: ") {
             let w = try weights.map(Safetensors.read) ?? [:]
             let b = try Safetensors.read(batch)
             let result = try Driver.referenceGradients(path: file, weights: w, batch: b, step: step, seed: seed)
             try Safetensors.write(result, to: out)
-        } catch {
-            FileHandle.standardError.write("mdlc grad: \(error)\n".data(using: .utf8)!)
-            throw ExitCode(1)
         }
     }
 }
@@ -109,7 +113,7 @@ struct Build: ParsableCommand {
 
     func run() throws {
         let out = output ?? URL(fileURLWithPath: file).deletingPathExtension().lastPathComponent + (emit == "exe" ? "" : emit == "object" ? ".o" : emit == "asm" ? ".s" : ".ll")
-        do {
+        try exitOnError {
             let report: Driver.BuildReport
             if emit == "exe" {
                 report = try Driver.build(path: file, output: out)
@@ -129,9 +133,6 @@ struct Build: ParsableCommand {
                 print(String(format: "%-22@ %8.1f ms", "total" as NSString, report.stages.reduce(0) { $0 + $1.seconds } * 1000))
                 print("kernels \(report.kernels), GEMM calls \(report.gemmCalls)")
             }
-        } catch {
-            FileHandle.standardError.write("\(error)\n".data(using: .utf8)!)
-            throw ExitCode(1)
         }
     }
 }
@@ -144,15 +145,12 @@ struct Run: ParsableCommand {
     @Argument(parsing: .postTerminator, help: "Arguments for the program.") var arguments: [String] = []
 
     func run() throws {
-        do {
+        try exitOnError {
             let binary = try Driver.cachedBuild(path: file)
             let args = [binary] + arguments
             let cArgs = args.map { strdup($0) } + [nil]
             execv(binary, cArgs)
             throw Driver.BuildError(description: "cannot run '\(binary)': \(String(cString: strerror(errno)))")
-        } catch {
-            FileHandle.standardError.write("\(error)\n".data(using: .utf8)!)
-            throw ExitCode(1)
         }
     }
 }

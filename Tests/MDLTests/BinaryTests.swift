@@ -175,6 +175,23 @@ final class BinaryTests: XCTestCase {
         XCTAssertTrue(mismatch.output.contains("checkpoint of the model 'perceptron', not of 'mlp_xor'"), mismatch.output)
     }
 
+    /// `--lr X` sets every optimizer's base rate: the recipe's own rate reproduces the default
+    /// run byte for byte (the scale is exactly 1), a smaller one trains less far.
+    func testLearningRateFlag() throws {
+        let bin = try binary(model("mlp_xor"))
+        func trained(_ extra: [String], _ name: String) throws -> (Data, String) {
+            let r = run(bin, ["train", "--quiet", "--save", "\(name).safetensors", "--log", "\(name).jsonl"] + extra)
+            XCTAssertEqual(r.status, 0, r.output)
+            return (try Data(contentsOf: Self.directory.appendingPathComponent("\(name).safetensors")), r.output)
+        }
+        let (plain, plainOutput) = try trained([], "lr-default")
+        let (same, _) = try trained(["--lr", "0.05"], "lr-same")
+        XCTAssertEqual(plain, same, "--lr with the recipe's rate changed the run")
+        let (_, slow) = try trained(["--lr", "0.0001"], "lr-slow")
+        func loss(_ output: String) -> Double { output.split(separator: "\n").last { $0.hasPrefix("eval") }.flatMap { Double($0.split(separator: " ").last!) } ?? .nan }
+        XCTAssertGreaterThan(loss(slow), 100 * loss(plainOutput), slow)
+    }
+
     func testMissingDataNamesThePathAndTheFetchCommand() throws {
         let r = run(try binary(model("mlp_mnist")), ["train", "--data", "/nonexistent/mnist"])
         XCTAssertEqual(r.status, 1)

@@ -188,7 +188,7 @@ struct KernelEmitter {
             case .store(let buffer, let index, let v):
                 let dtype = buffers[buffer.id].dtype
                 var (x, xt) = value(v, &s)
-                x = convert(x, from: xt, to: LowerTypes.scalar(dtype), b)
+                x = convert(x, from: xt, to: ScalarType(dtype), b)
                 if dtype == .bool { x = LLVMBuildZExt(b, x, t.i8, "") }
                 LLVMBuildStore(b, x, address(buffer, index, &s))
             case .bind(let name, let e):
@@ -287,14 +287,14 @@ struct KernelEmitter {
         case .load(let buffer, let index):
             let dtype = buffers[buffer.id].dtype
             let raw = LLVMBuildLoad2(b, t.memoryType(dtype), address(buffer, index, &s), "")!
-            return dtype == .bool ? (LLVMBuildICmp(b, LLVMIntNE, raw, LLVMConstInt(t.i8, 0, 0), ""), .bool) : (raw, LowerTypes.scalar(dtype))
+            return dtype == .bool ? (LLVMBuildICmp(b, LLVMIntNE, raw, LLVMConstInt(t.i8, 0, 0), ""), .bool) : (raw, ScalarType(dtype))
         case .unary(let op, let x):
             let (v, vt) = value(x, &s)
             return unary(op, v, vt, b)
         case .binary(let op, let x, let y):
             var (u, ut) = value(x, &s)
             var (v, vt) = value(y, &s)
-            let common = LowerTypes.common(ut, vt)
+            let common = ScalarType.common(ut, vt)
             u = convert(u, from: ut, to: common, b); v = convert(v, from: vt, to: common, b)
             ut = common; vt = common
             if let pred = comparison(op, ut) {
@@ -306,7 +306,7 @@ struct KernelEmitter {
             let (cond, ct) = value(c, &s)
             var (u, ut) = value(x, &s)
             var (v, vt) = value(y, &s)
-            let common = LowerTypes.common(ut, vt)
+            let common = ScalarType.common(ut, vt)
             u = convert(u, from: ut, to: common, b); v = convert(v, from: vt, to: common, b)
             return (LLVMBuildSelect(b, convert(cond, from: ct, to: .bool, b), u, v, ""), common)
         case .convert(let x, let to):
@@ -396,7 +396,6 @@ struct KernelEmitter {
             r = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, x, c(0), ""), c(-1), pos, "")
         case .isFinite:
             return (LLVMBuildFCmp(b, LLVMRealOLT, intrinsic("fabs", ty, [x], b), c(.infinity), ""), .bool)
-        case .not: r = x
         default: r = x
         }
         return (r, ty)
@@ -509,17 +508,6 @@ struct KernelEmitter {
             let folded = mix(keyed(args[0], index(args[1])))
             return (LLVMBuildTrunc(b, LLVMBuildLShr(b, folded, t.int(32), ""), t.i32, ""), .i32)
         }
-    }
-}
-
-/// Scalar types of tensor elements and of mixed operands.
-enum LowerTypes {
-    static func scalar(_ d: DType) -> ScalarType { d == .f32 ? .f32 : d == .i32 ? .i32 : .bool }
-    /// The type two operands are computed in: the wider float, else the wider integer.
-    static func common(_ a: ScalarType, _ b: ScalarType) -> ScalarType {
-        if a == b { return a }
-        let order: [ScalarType] = [.bool, .i32, .index, .f32, .f64]
-        return order.firstIndex(of: a)! > order.firstIndex(of: b)! ? a : b
     }
 }
 

@@ -9,8 +9,10 @@ extension FunctionLowering {
     /// Ops whose kernels read their operands through `element`, so they can absorb producers.
     static let fusingConsumers: Set<OpKind> = elementwiseOps.union([.broadcast, .sum, .mean, .reduce_max, .reduce_min, .logsumexp, .argmax])
 
-    /// Marks the values of `body` (and of nested loop bodies, each on its own) computed inline.
-    mutating func planFusion(_ body: Block) {
+    /// Decides which values get no kernel of their own: transposes of the last two axes used
+    /// only by matrix products (folded into the GEMM flags) and fused values (computed inline).
+    /// Nested loop bodies are planned on their own: nothing fuses across a block boundary.
+    mutating func planKernels(_ body: Block) {
         var users: [Int: [(op: OpKind, block: Int)]] = [:]
         var blockCount = 0
         func scan(_ b: Block) {
@@ -31,6 +33,11 @@ extension FunctionLowering {
                 guard op.results.count == 1 else { continue }
                 producers[op.results[0].id] = op
                 let u = users[op.results[0].id] ?? []
+                if op.op == .transpose, let perm = op.attrs["perm"]?.ints, perm.count >= 2,
+                   perm == Array(0..<(perm.count - 2)) + [perm.count - 1, perm.count - 2], !u.isEmpty, u.allSatisfy({ $0.op == .matmul }) {
+                    foldedTransposes[op.results[0].id] = op.operands[0]
+                    continue
+                }
                 guard !u.isEmpty, u.allSatisfy({ Self.fusingConsumers.contains($0.op) && $0.block == id }) else { continue }
                 let free = (op.op == .constant && op.attrs["value"]?.doubleValue != nil) || op.op == .iota || op.op == .broadcast
                 if free || (Self.elementwiseOps.contains(op.op) && u.count == 1) { fused.insert(op.results[0].id) }
@@ -55,7 +62,7 @@ extension FunctionLowering {
     func computed(_ op: Operation, _ idx: [ScalarExpr], space: [Dim], flat: ScalarExpr? = nil) -> ScalarExpr {
         let v = op.results[0], shape = type(v).shape
         switch op.op {
-        case .constant: return .constant(op.attrs["value"]?.doubleValue ?? 0, Self.scalarType(type(v).dtype))
+        case .constant: return .constant(op.attrs["value"]?.doubleValue ?? 0, ScalarType(type(v).dtype))
         case .broadcast: return element(op.operands[0], idx, space: space, flat: flat)
         case .iota:
             let axis = self.axis(op, rank: shape.count)

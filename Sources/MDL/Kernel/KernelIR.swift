@@ -25,7 +25,18 @@ struct BufferInfo {
 }
 
 /// Scalar types inside kernels: element types, 64-bit indices and doubles (random numbers).
-enum ScalarType: String { case f32, i32, bool, index, f64 }
+enum ScalarType: String {
+    case f32, i32, bool, index, f64
+
+    /// The scalar type of a tensor element.
+    init(_ d: DType) { self = d == .f32 ? .f32 : d == .i32 ? .i32 : .bool }
+
+    /// The type two operands are computed in: the wider float, else the wider integer.
+    static func common(_ a: ScalarType, _ b: ScalarType) -> ScalarType {
+        let order: [ScalarType] = [.bool, .i32, .index, .f32, .f64]
+        return order.firstIndex(of: a)! >= order.firstIndex(of: b)! ? a : b
+    }
+}
 
 /// Scalar arithmetic of kernels; which ones apply depends on the operand type.
 enum ScalarOp: String {

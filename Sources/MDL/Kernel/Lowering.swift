@@ -88,36 +88,13 @@ struct FunctionLowering {
         if let unbound = symbols.subtracting(bound).sorted().first {
             throw fail("the size \(unbound) is not the size of any input axis, so it cannot be known when the function runs")
         }
-        findFoldableTransposes(f.body)
-        planFusion(f.body)
+        planKernels(f.body)
         let (steps, outputs) = try lowerBlock(f.body, top: true)
         return EntryFunction(name: f.name, kind: f.kind, hasKey: hasKey, buffers: buffers, inputs: inputs, inputNames: inputNames,
                              outputs: outputs, outputNames: f.resultTypes.indices.map { i in
                                  i < f.resultNames.count && !f.resultNames[i].isEmpty ? f.resultNames[i] : String(i)
                              }, outputTypes: f.resultTypes, bindings: bindings, symbols: symbols.sorted(),
                              steps: steps, opTexts: opTexts)
-    }
-
-    /// Transposes that swap the last two axes and are used only as matmul operands.
-    mutating func findFoldableTransposes(_ body: Block) {
-        var uses: [Int: [OpKind]] = [:]
-        func scan(_ b: Block) {
-            for op in b.operations {
-                for v in op.operands { uses[v.id, default: []].append(op.op) }
-                op.regions.forEach(scan)
-            }
-        }
-        scan(body)
-        func visit(_ b: Block) {
-            for op in b.operations {
-                op.regions.forEach(visit)
-                guard op.op == .transpose, let perm = op.attrs["perm"]?.ints, perm.count >= 2 else { continue }
-                let n = perm.count
-                guard perm == Array(0..<(n - 2)) + [n - 1, n - 2], let u = uses[op.results[0].id], u.allSatisfy({ $0 == .matmul }) else { continue }
-                foldedTransposes[op.results[0].id] = op.operands[0]
-            }
-        }
-        visit(body)
     }
 
     /// Lowers a block; returns its steps (with frees after last uses) and the buffers of its `return`/`yield`.

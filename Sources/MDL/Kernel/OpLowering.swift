@@ -15,17 +15,13 @@ extension FunctionLowering {
         return Kernel(name: "\(function.name).k\(kernelCount).\(name)", buffers: unique, body: body)
     }
 
-    static func scalarType(_ d: DType) -> ScalarType {
-        switch d { case .f32: return .f32; case .i32: return .i32; case .bool: return .bool }
-    }
-
     /// The scalar computation of an elementwise op from its operands' elements.
     static func elementwise(_ op: Operation, _ x: [ScalarExpr]) -> ScalarExpr {
         switch op.op {
         case .select: return .select(x[0], x[1], x[2])
         case .cast:
             guard case .dtype(let d)? = op.attrs["dtype"] else { return x[0] }
-            return .convert(x[0], scalarType(d))
+            return .convert(x[0], ScalarType(d))
         case _ where OpKind.unary.contains(op.op): return .unary(ScalarOp(rawValue: op.op.name)!, x[0])
         default: return .binary(ScalarOp(rawValue: op.op.name)!, x[0], x[1])
         }
@@ -57,7 +53,7 @@ extension FunctionLowering {
             return makeKernel(op, [out], parallelNest(shape) { idx in [.store(out, flatIndex(idx, shape), computed(op, idx, space: shape))] })
 
         case .constant:
-            let st = Self.scalarType(rt.dtype)
+            let st = ScalarType(rt.dtype)
             if case .list(let items)? = op.attrs["value"] {
                 return makeKernel(op, [out], [fill(.table(items.map { $0.doubleValue ?? 0 }, st, .v("i")))])
             }
@@ -79,7 +75,7 @@ extension FunctionLowering {
             let outer = product(s[..<a]), n = ScalarExpr(s[a]), inner = product(s[(a + 1)...])
             let at = (ScalarExpr.v("o") * n + .v("j")) * inner + .v("q")
             return makeKernel(op, [out, operands[0]], [.loop("o", outer, [.loop("q", inner, [
-                .declare("acc", .constant(0, Self.scalarType(rt.dtype))),
+                .declare("acc", .constant(0, ScalarType(rt.dtype))),
                 .loop("j", n, [.accumulate("acc", .add, .load(operands[0], at)), .store(out, at, .v("acc"))]),
             ])])])
 
@@ -117,7 +113,7 @@ extension FunctionLowering {
         case .pad:
             let low = dims(op, "low")
             let interior = op.attrs["interior"]?.ints ?? Array(repeating: 0, count: shape.count)
-            let value = ScalarExpr.constant(op.attrs["value"]?.doubleValue ?? 0, Self.scalarType(rt.dtype))
+            let value = ScalarExpr.constant(op.attrs["value"]?.doubleValue ?? 0, ScalarType(rt.dtype))
             let body = loopNest(types[0].shape) { idx in
                 var target: [ScalarExpr] = []
                 var inside: ScalarExpr?
