@@ -294,7 +294,7 @@ int mdl_main(int argc, char **argv, const char *manifest, const mdl_function *fu
 
     mdl_check_numerics = check_numerics;
     int nthreads = threads ? (int)(threads < 1024 ? threads : 1024) : online_cpus();
-    openblas_set_num_threads(nthreads);
+    openblas_set_num_threads(1); /* mdl_sgemm spreads products over the pool */
     threads_init(nthreads);
     bo.threads = nthreads;
 

@@ -130,6 +130,7 @@ uint32_t fnv1a32(const char *s);
 
 void threads_init(int n);
 int online_cpus(void);
+int threads_count(void); /* threads a job started now would use: 1 inside a pool job */
 
 /* ---- the model: globals and calls (model.c) ---- */
 

@@ -50,6 +50,8 @@ static void *worker(void *arg) {
     return NULL;
 }
 
+int threads_count(void) { return inside_job ? 1 : pool.threads; }
+
 int online_cpus(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n < 1 ? 1 : n > 256 ? 256 : (int)n;

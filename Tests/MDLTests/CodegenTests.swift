@@ -191,7 +191,16 @@ final class CodegenTests: XCTestCase {
         proc e(x: f32[5, N], w: f32[5, 3]) { transpose(x, [1, 0]) @ w }
         proc f(x: f32[2, 5, N], w: f32[2, 3, 5]) { swapaxes(x, 1, 2) @ swapaxes(w, 1, 2) }
         proc g(x: f32[N, 1], w: f32[1, M]) { x @ w }
+        proc h(x: f32[2, N, 5], w: f32[5, 3], v: f32[4, 5]) { x @ w + x @ transpose(v, [1, 0])[:, :3] }
         """, sizes: [1, 3, 17, 33, 200], tolerance: 1e-5)
+        // Sums of products over the batch: up to 6N = 1200 float32 products per element.
+        try check("""
+        proc i(x: f32[3, N, 5], y: f32[3, N, 4]) { sum(swapaxes(x, 1, 2) @ y, axis = 0) }
+        proc j(a: f32[N, 3, 5], b: f32[N, 5, 2]) { sum(a @ b, axis = 0) }
+        proc k(x: f32[2, 3, N, 4], y: f32[2, 3, N, 5]) { sum(swapaxes(x, 2, 3) @ y, axis = [0, 1], keepdims = true) }
+        proc l(x: f32[2, 3, N, 4], y: f32[2, 3, N, 5]) { sum(swapaxes(x, 2, 3) @ y, axis = 1) }
+        proc m(x: f32[3, N, 5], y: f32[N, 4]) { sum(swapaxes(x, 1, 2) @ y, axis = 0) }
+        """, sizes: [1, 3, 17, 33, 200], tolerance: 1e-4)
     }
 
     func testConvolutionsAndPooling() throws {

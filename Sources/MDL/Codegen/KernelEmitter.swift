@@ -243,26 +243,19 @@ struct KernelEmitter {
         return LLVMBuildInBoundsGEP2(s.builder, t.memoryType(buffers[buffer.id].dtype), s.pointers[buffer.id]!, &idx, 1, "")
     }
 
-    /// cblas_sgemm(RowMajor, transA, transB, M, N, K, 1, A, lda, B, ldb, beta, C, ldc), skipped when C is empty.
+    /// mdl_sgemm(transA, transB, M, N, K, A, lda, B, ldb, beta, C, ldc) (the runtime's row-major
+    /// product over the thread pool; it returns at once when C is empty).
     func gemm(_ g: Gemm, _ s: inout State) {
         let b = s.builder
         let m = value(g.m, &s, as: .index).0, n = value(g.n, &s, as: .index).0, k = value(g.k, &s, as: .index).0
         let a = address(g.a, g.aOffset, &s), bm = address(g.b, g.bOffset, &s), c = address(g.c, g.cOffset, &s)
-        func i32(_ v: LLVMValueRef) -> LLVMValueRef { LLVMBuildTrunc(b, v, t.i32, "") }
-        func atLeastOne(_ v: LLVMValueRef) -> LLVMValueRef { i32(LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, v, t.int(1), ""), t.int(1), v, "")) }
-        let call = LLVMAppendBasicBlockInContext(t.ctx, s.fn, "sgemm"), done = LLVMAppendBasicBlockInContext(t.ctx, s.fn, "sgemm.end")
-        let nonEmpty = LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntSGT, m, t.int(0), ""), LLVMBuildICmp(b, LLVMIntSGT, n, t.int(0), ""), "")
-        LLVMBuildCondBr(b, nonEmpty, call, done)
-        LLVMPositionBuilderAtEnd(b, call)
-        let rowMajor = 101, noTrans = 111, trans = 112
+        func atLeastOne(_ v: LLVMValueRef) -> LLVMValueRef { LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, v, t.int(1), ""), t.int(1), v, "") }
         let args: [LLVMValueRef] = [
-            t.int(rowMajor, t.i32), t.int(g.transposeA ? trans : noTrans, t.i32), t.int(g.transposeB ? trans : noTrans, t.i32),
-            i32(m), i32(n), i32(k), LLVMConstReal(t.f32, 1), a, atLeastOne(g.transposeA ? m : k), bm, atLeastOne(g.transposeB ? k : n),
+            t.int(g.transposeA ? 1 : 0, t.i32), t.int(g.transposeB ? 1 : 0, t.i32), m, n, k,
+            a, atLeastOne(g.transposeA ? m : k), bm, atLeastOne(g.transposeB ? k : n),
             LLVMConstReal(t.f32, g.accumulate ? 1 : 0), c, atLeastOne(n),
         ]
-        _ = t.call(b, "cblas_sgemm", t.void, args)
-        LLVMBuildBr(b, done)
-        LLVMPositionBuilderAtEnd(b, done)
+        _ = t.call(b, "mdl_sgemm", t.void, args)
     }
 
     func value(_ e: ScalarExpr, _ s: inout State, as wanted: ScalarType) -> (LLVMValueRef, ScalarType) {

@@ -3,7 +3,8 @@
 /// its consumer's kernel computes it inline, element by element. Filled constants, iotas and
 /// broadcasts cost nothing to recompute, so they are inlined into every such consumer.
 /// Chains like `(x - m) * rsqrt(v + eps) * gamma + beta` or `exp(x - max)` summed become one
-/// kernel, one pass over memory.
+/// kernel, one pass over memory. A matmul whose only use sums its batch axes (a weight's
+/// gradient) is computed by the sum's kernel, without the batch of products.
 extension FunctionLowering {
     static let elementwiseOps: Set<OpKind> = OpKind.unary.union(OpKind.binary).union([.select, .cast])
     /// Ops whose kernels read their operands through `element`, so they can absorb producers.
@@ -25,6 +26,7 @@ extension FunctionLowering {
         }
         scan(body)
         blockCount = 0
+        var blockOf: [Int: Int] = [:]
         func visit(_ b: Block) {
             let id = blockCount
             blockCount += 1
@@ -32,11 +34,17 @@ extension FunctionLowering {
                 defer { op.regions.forEach(visit) }
                 guard op.results.count == 1 else { continue }
                 producers[op.results[0].id] = op
+                blockOf[op.results[0].id] = id
                 let u = users[op.results[0].id] ?? []
                 if op.op == .transpose, let perm = op.attrs["perm"]?.ints, perm.count >= 2,
                    perm == Array(0..<(perm.count - 2)) + [perm.count - 1, perm.count - 2], !u.isEmpty, u.allSatisfy({ $0.op == .matmul }) {
                     foldedTransposes[op.results[0].id] = op.operands[0]
                     continue
+                }
+                if op.op == .sum, let p = producers[op.operands[0].id], p.op == .matmul, blockOf[p.results[0].id] == id,
+                   (users[p.results[0].id] ?? []).count == 1, sumsBatchAxes(op, of: p) {
+                    summedProducts.insert(op.results[0].id)
+                    fused.insert(p.results[0].id)
                 }
                 guard !u.isEmpty, u.allSatisfy({ Self.fusingConsumers.contains($0.op) && $0.block == id }) else { continue }
                 let free = (op.op == .constant && op.attrs["value"]?.doubleValue != nil) || op.op == .iota || op.op == .broadcast
@@ -44,6 +52,12 @@ extension FunctionLowering {
             }
         }
         visit(body)
+    }
+
+    /// Whether `sum` adds up exactly the batch axes of the matmul `product`.
+    func sumsBatchAxes(_ sum: Operation, of product: Operation) -> Bool {
+        let rank = type(product.results[0]).rank
+        return rank > 2 && Set(normalizedAxes(ints(sum, "axes"), rank: rank)) == Set(0..<(rank - 2))
     }
 
     /// The element of `v` at index `idx` of an iteration space `space` that `v`'s shape

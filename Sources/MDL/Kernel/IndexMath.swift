@@ -81,11 +81,12 @@ func loopNest(_ shape: [Dim], prefix: String = "i", body: ([ScalarExpr]) -> [Ker
     return stmts
 }
 
-/// `loopNest` whose outermost loop runs in parallel (its iterations must write disjoint elements).
-func parallelNest(_ shape: [Dim], prefix: String = "i", body: ([ScalarExpr]) -> [KernelStmt]) -> [KernelStmt] {
+/// `loopNest` whose outermost loop runs in parallel (its iterations must write disjoint elements);
+/// `work` is what the body costs per innermost iteration, in elements.
+func parallelNest(_ shape: [Dim], prefix: String = "i", work: Int = 1, body: ([ScalarExpr]) -> [KernelStmt]) -> [KernelStmt] {
     let nest = loopNest(shape, prefix: prefix, body: body)
     guard case .loop(let v, let n, let inner)? = nest.first, nest.count == 1 else { return nest }
-    return [.parallel(v, n, inner, work: staticWork(shape.dropFirst()))]
+    return [.parallel(v, n, inner, work: min(1 << 30, staticWork(shape.dropFirst()) * work))]
 }
 
 /// Elements per iteration for the parallel threshold; a symbolic size counts as 64.

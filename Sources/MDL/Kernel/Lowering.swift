@@ -32,6 +32,8 @@ struct FunctionLowering {
     /// Values computed inline by their consumers' kernels (Fusion.swift), and every value's op.
     var fused: Set<Int> = []
     var producers: [Int: Operation] = [:]
+    /// Sums whose kernel computes the matmul they reduce (Fusion.swift).
+    var summedProducts: Set<Int> = []
     /// Scratch buffers the op being lowered needs for the duration of its kernel.
     var scratchBuffers: [BufferID] = []
 

@@ -67,6 +67,9 @@ extension FunctionLowering {
             guard let d = op.attrs["dim"]?.dimValue else { throw fail("'sym' without a size") }
             return makeKernel(op, [out], [.store(out, .index(0), .convert(ScalarExpr(d), .i32))])
 
+        case .sum where summedProducts.contains(op.results[0].id):
+            return makeKernel(op, [out], summedMatmul(producers[op.operands[0].id]!, out: out))
+
         case .sum, .mean, .reduce_max, .reduce_min, .logsumexp, .argmax:
             return makeKernel(op, [out], reduction(op, input: op.operands[0], inputShape: types[0].shape, out: out))
 
@@ -82,7 +85,7 @@ extension FunctionLowering {
         case .transpose:
             let perm = ints(op, "perm")
             let inStrides = rowMajorStrides(types[0].shape)
-            return makeKernel(op, [out, operands[0]], loopNest(shape) { idx in
+            return makeKernel(op, [out, operands[0]], parallelNest(shape) { idx in
                 let source = idx.indices.reduce(ScalarExpr.index(0)) { $0 + idx[$1] * inStrides[perm[$1]] }
                 return [.store(out, flatIndex(idx, shape), .load(operands[0], source))]
             })
@@ -278,10 +281,41 @@ extension FunctionLowering {
         let k = a.transposed ? a.shape[a.shape.count - 2] : a.shape[a.shape.count - 1]
         let batch = Array(shape.dropLast(2))
         let aBatch = Array(a.shape.dropLast(2)), bBatch = Array(b.shape.dropLast(2))
-        return loopNest(batch, prefix: "n") { idx in
+        // A batch of rows times one matrix (a linear layer on [batch, tokens, features]) is one
+        // product with the batch folded into the rows.
+        if !batch.isEmpty && !a.transposed && aBatch == batch && bBatch.allSatisfy({ $0 == 1 }) {
+            return [.gemm(Gemm(a: a.buffer, aOffset: .index(0), transposeA: false, b: b.buffer, bOffset: .index(0), transposeB: b.transposed,
+                               c: out, cOffset: .index(0), m: ScalarExpr(batch.reduce(m, *)), n: ScalarExpr(n), k: ScalarExpr(k), accumulate: false))]
+        }
+        // A batch of products runs over the pool, each product whole on one thread.
+        return parallelNest(batch, prefix: "n", work: staticWork([m, n, k][...])) { idx in
             [.gemm(Gemm(a: a.buffer, aOffset: broadcastIndex(idx, operand: aBatch) * ScalarExpr(m * k), transposeA: a.transposed,
                         b: b.buffer, bOffset: broadcastIndex(idx, operand: bBatch) * ScalarExpr(k * n), transposeB: b.transposed,
                         c: out, cOffset: flatIndex(idx, batch) * ScalarExpr(m * n), m: ScalarExpr(m), n: ScalarExpr(n), k: ScalarExpr(k), accumulate: false))]
+        }
+    }
+
+    /// `sum` over the batch axes of a batched matmul (a weight's gradient: the sum over examples
+    /// of x[b]^T dy[b]) without the batch of products: when a is stored [batch, k, m] (transposed)
+    /// and b [batch, k, n], the batch and k axes are one contraction axis of a single product;
+    /// otherwise the products accumulate into the result one by one.
+    func summedMatmul(_ product: Operation, out: BufferID) -> [KernelStmt] {
+        let shape = type(product.results[0]).shape
+        let ops = matmulOperands(product)
+        let (a, b) = (ops[0], ops[1])
+        let m = shape[shape.count - 2], n = shape[shape.count - 1]
+        let k = a.transposed ? a.shape[a.shape.count - 2] : a.shape[a.shape.count - 1]
+        let batch = Array(shape.dropLast(2))
+        let aBatch = Array(a.shape.dropLast(2)), bBatch = Array(b.shape.dropLast(2))
+        if a.transposed && !b.transposed && aBatch == batch && bBatch == batch {
+            return [.gemm(Gemm(a: a.buffer, aOffset: .index(0), transposeA: true, b: b.buffer, bOffset: .index(0), transposeB: false,
+                               c: out, cOffset: .index(0), m: ScalarExpr(m), n: ScalarExpr(n), k: ScalarExpr(batch.reduce(k, *)), accumulate: false))]
+        }
+        let zero = KernelStmt.parallel("i", ScalarExpr(m * n), [.store(out, .v("i"), .f32(0))], work: 1)
+        return [zero] + loopNest(batch, prefix: "n") { idx in
+            [.gemm(Gemm(a: a.buffer, aOffset: broadcastIndex(idx, operand: aBatch) * ScalarExpr(m * k), transposeA: a.transposed,
+                        b: b.buffer, bOffset: broadcastIndex(idx, operand: bBatch) * ScalarExpr(k * n), transposeB: b.transposed,
+                        c: out, cOffset: .index(0), m: ScalarExpr(m), n: ScalarExpr(n), k: ScalarExpr(k), accumulate: true))]
         }
     }
 
