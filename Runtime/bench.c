@@ -120,6 +120,7 @@ int cmd_bench(model_t *md, const bench_opts *o) {
     double *times = xmalloc(sizeof(double) * (size_t)(o->steps + 1));
     double *first = xcalloc((size_t)nu, sizeof(double)), *last = xcalloc((size_t)nu, sizeof(double));
     for (int64_t s = 0; s < total; s++) {
+        if (s == o->warmup) profile_reset(); /* --profile covers the timed steps */
         int32_t key = mdl_rng_fold(seed, (int32_t)s);
         double t0 = now_seconds();
         for (int k = 0; k < nu; k++) {

@@ -174,7 +174,7 @@ int mdl_main(int argc, char **argv, const char *manifest, const mdl_function *fu
     }
 
     int64_t threads = 0;
-    bool check_numerics = false, help = false, quiet = false;
+    bool check_numerics = false, help = false, quiet = false, profile = false;
     const char *lr = NULL;
     train_opts t = {0};
     call_opts c = {0};
@@ -189,6 +189,7 @@ int mdl_main(int argc, char **argv, const char *manifest, const mdl_function *fu
     const flag_t common[] = {
         {"--threads", "N", "threads for kernels and OpenBLAS (default: the online CPUs)", F_POS, &threads, NULL},
         {"--check-numerics", NULL, "stop at the first op that produces NaN or infinity, and name it", F_BOOL, &check_numerics, NULL},
+        {"--profile", NULL, "print the time per kernel and in its GEMMs (by op and by kernel) at the end", F_BOOL, &profile, NULL},
         {"--help", NULL, "show this help", F_BOOL, &help, NULL},
     };
     flag_t flags[24];
@@ -293,8 +294,11 @@ int mdl_main(int argc, char **argv, const char *manifest, const mdl_function *fu
     c.texts = texts.v;
 
     mdl_check_numerics = check_numerics;
+    mdl_profiling = profile;
+    profile_reset();
     int nthreads = threads ? (int)(threads < 1024 ? threads : 1024) : online_cpus();
     openblas_set_num_threads(1); /* mdl_sgemm spreads products over the pool */
+    flush_subnormals();
     threads_init(nthreads);
     bo.threads = nthreads;
 
@@ -305,6 +309,7 @@ int mdl_main(int argc, char **argv, const char *manifest, const mdl_function *fu
              : strcmp(cmd, "grad") == 0 ? cmd_grad(&md, &c)
              : strcmp(cmd, "bench") == 0 ? cmd_bench(&md, &bo)
                                         : cmd_proc(&md, proc, &c);
+    if (profile) profile_report(stderr, 30);
     free(def_save);
     free(def_log);
     free(def_data);

@@ -44,11 +44,14 @@ static void gemm_bands(void *ctx, int64_t lo, int64_t hi) {
 void mdl_sgemm(int32_t trans_a, int32_t trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
                int64_t ldb, float beta, float *c, int64_t ldc) {
     if (m <= 0 || n <= 0) return;
+    bool timed = mdl_profiling && !threads_is_worker();
+    double start = timed ? now_seconds() : 0;
     gemm_job g = {trans_a != 0, trans_b != 0, m >= n, m, n, k, lda, ldb, ldc, a, b, c, beta};
     if (m * n * k < GEMM_PARALLEL_WORK || threads_count() == 1) {
         gemm_call(&g, m, n, a, b, c);
-        return;
+    } else {
+        int64_t extent = g.by_rows ? m : n;
+        mdl_parallel_for((extent + GEMM_BAND - 1) / GEMM_BAND, gemm_bands, &g);
     }
-    int64_t extent = g.by_rows ? m : n;
-    mdl_parallel_for((extent + GEMM_BAND - 1) / GEMM_BAND, gemm_bands, &g);
+    if (timed) profile_gemm(now_seconds() - start);
 }

@@ -130,7 +130,15 @@ uint32_t fnv1a32(const char *s);
 
 void threads_init(int n);
 int online_cpus(void);
-int threads_count(void); /* threads a job started now would use: 1 inside a pool job */
+/* Subnormal floats become zero on this thread: x86 computes with them ~100x slower (a
+ * causal mask's exp(-1e9) lands there), and no model needs values below 1e-38 (XLA and JAX
+ * on CPU do the same). Called by mdl_main and every pool thread. */
+void flush_subnormals(void);
+int threads_count(void);
+bool threads_is_worker(void); /* a pool thread (not the caller of mdl_parallel_for) */
+void profile_gemm(double seconds);
+void profile_reset(void);
+void profile_report(FILE *out, int top); /* threads a job started now would use: 1 inside a pool job */
 
 /* ---- the model: globals and calls (model.c) ---- */
 

@@ -4,6 +4,9 @@
 
 #include <pthread.h>
 #include <unistd.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#endif
 
 static struct {
     pthread_mutex_t mu;
@@ -19,7 +22,7 @@ static struct {
 
 /* Set on pool threads and while the caller runs its chunk: a nested call runs inline
  * instead of waiting for workers that are busy with the outer job. */
-static _Thread_local bool inside_job;
+static _Thread_local bool inside_job, is_worker;
 
 static void chunk_bounds(int64_t n, int chunks, int c, int64_t *lo, int64_t *hi) {
     *lo = n * c / chunks;
@@ -28,7 +31,8 @@ static void chunk_bounds(int64_t n, int chunks, int c, int64_t *lo, int64_t *hi)
 
 static void *worker(void *arg) {
     int id = (int)(intptr_t)arg;
-    inside_job = true;
+    inside_job = is_worker = true;
+    flush_subnormals();
     uint64_t seen = 0;
     for (;;) {
         pthread_mutex_lock(&pool.mu);
@@ -51,6 +55,18 @@ static void *worker(void *arg) {
 }
 
 int threads_count(void) { return inside_job ? 1 : pool.threads; }
+
+bool threads_is_worker(void) { return is_worker; }
+
+void flush_subnormals(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_setcsr(_mm_getcsr() | 0x8040); /* FTZ and DAZ */
+#elif defined(__aarch64__)
+    uint64_t fpcr;
+    __asm__ volatile("mrs %0, fpcr" : "=r"(fpcr));
+    __asm__ volatile("msr fpcr, %0" : : "r"(fpcr | (1u << 24))); /* FZ */
+#endif
+}
 
 int online_cpus(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);

@@ -31,6 +31,9 @@ int32_t mdl_report_nonfinite(const char *function, int64_t op, const char *op_te
 double mdl_rng_uniform(int32_t key, int64_t stream, int64_t index); /* [0,1), 24 bits */
 double mdl_rng_normal(int32_t key, int64_t stream, int64_t index);  /* Box-Muller */
 int32_t mdl_rng_fold(int32_t key, int32_t i);
+extern int32_t mdl_profiling;           /* 0 or 1, set by --profile */
+int64_t mdl_profile_start(void);        /* 0 unless profiling: then a start time for mdl_profile_record */
+void mdl_profile_record(const char *kernel, const char *op_text, int64_t start);
 void mdl_parallel_for(int64_t n, void (*body)(void *ctx, int64_t lo, int64_t hi), void *ctx);
 /* Row-major C[m,n] = op(A)[m,k] op(B)[k,n] + beta C; split over the pool when large. */
 void mdl_sgemm(int32_t trans_a, int32_t trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,

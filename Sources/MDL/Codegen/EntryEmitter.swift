@@ -92,14 +92,17 @@ struct EntryEmitter {
                     var length = 0
                     let kernelName = String(cString: LLVMGetValueName2(defined, &length))
                     let kfn = t.function(kernelName, t.i32, [LLVMTypeRef](repeating: t.ptr, count: k.buffers.count + 1)).0
+                    let start = t.call(b, "mdl_profile_start", t.i64, [])
                     var args: [LLVMValueRef?] = k.buffers.map(pointer) + [sizes]
                     var types = [LLVMTypeRef?](repeating: t.ptr, count: args.count)
                     let type = LLVMFunctionType(t.i32, &types, UInt32(types.count), 0)
                     let rc = LLVMBuildCall2(b, type, kfn, &args, UInt32(args.count), "")!
-                    // One call checks the kernel's status and, under --check-numerics, its f32 result.
+                    // One call records the time under --profile and checks the kernel's status and, under
+                    // --check-numerics, its f32 result.
                     let out = k.buffers[0]
                     let n = f.info(out).dtype == .f32 ? local.value(ScalarExpr(f.info(out).count), &s, as: .index).0 : t.int(0)
-                    let status = t.call(b, "mdl.after", t.i32, [rc, pointer(out), n, functionName, t.int(op), LLVMBuildGlobalStringPtr(b, f.opTexts[op], "")])
+                    let status = t.call(b, "mdl.after", t.i32, [rc, pointer(out), n, functionName, t.int(op), LLVMBuildGlobalStringPtr(b, f.opTexts[op], ""),
+                                                                 start, LLVMBuildGlobalStringPtr(b, k.name, "")])
                     returnIfNonzero(status, &s)
                 case .loop(let index, let low, let high, let body):
                     let lo = LLVMBuildLoad2(b, t.i32, pointer(low), "lo")!, hi = LLVMBuildLoad2(b, t.i32, pointer(high), "hi")!
@@ -154,13 +157,14 @@ struct EntryEmitter {
         return fn
     }
 
-    /// `i32 mdl.after(i32 status, ptr x, i64 n, ptr function, i64 op, ptr text)`: the kernel's
-    /// status if nonzero; else, while `mdl_check_numerics` is set, the report's code when one
-    /// of the n floats at x is NaN or infinite; else 0. Out of line, so each kernel call
-    /// costs one call and one branch in the entry function.
+    /// `i32 mdl.after(i32 status, ptr x, i64 n, ptr function, i64 op, ptr text, i64 start, ptr kernel)`:
+    /// records the kernel's time when `start` (from `mdl_profile_start`) is nonzero; returns the
+    /// kernel's status if nonzero; else, while `mdl_check_numerics` is set, the report's code when
+    /// one of the n floats at x is NaN or infinite; else 0. Out of line, so each kernel call
+    /// costs two calls and one branch in the entry function.
     func emitAfterKernel() {
         let t = kernelModule
-        let (fn, _) = t.function("mdl.after", t.i32, [t.i32, t.ptr, t.i64, t.ptr, t.i64, t.ptr])
+        let (fn, _) = t.function("mdl.after", t.i32, [t.i32, t.ptr, t.i64, t.ptr, t.i64, t.ptr, t.i64, t.ptr])
         LLVMSetVisibility(fn, LLVMHiddenVisibility)
         LLVMAddAttributeAtIndex(fn, UInt32(bitPattern: Int32(LLVMAttributeFunctionIndex)), LLVMCreateEnumAttribute(t.ctx, LLVMGetEnumAttributeKindForName("noinline", 8), 0))
         let b = LLVMCreateBuilderInContext(t.ctx)!
@@ -170,7 +174,14 @@ struct EntryEmitter {
             report = LLVMAppendBasicBlockInContext(t.ctx, fn, "report"), ok = LLVMAppendBasicBlockInContext(t.ctx, fn, "ok"),
             failed = LLVMAppendBasicBlockInContext(t.ctx, fn, "failed")
         let (status, x, n) = (LLVMGetParam(fn, 0)!, LLVMGetParam(fn, 1)!, LLVMGetParam(fn, 2)!)
+        let start = LLVMGetParam(fn, 6)!
         LLVMPositionBuilderAtEnd(b, entry)
+        let profiled = LLVMAppendBasicBlockInContext(t.ctx, fn, "profiled"), checks = LLVMAppendBasicBlockInContext(t.ctx, fn, "checks")
+        LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntNE, start, t.int(0), ""), profiled, checks)
+        LLVMPositionBuilderAtEnd(b, profiled)
+        _ = t.call(b, "mdl_profile_record", t.void, [LLVMGetParam(fn, 7)!, LLVMGetParam(fn, 5)!, start])
+        LLVMBuildBr(b, checks)
+        LLVMPositionBuilderAtEnd(b, checks)
         let flag = LLVMGetNamedGlobal(t.module, "mdl_check_numerics") ?? LLVMAddGlobal(t.module, t.i32, "mdl_check_numerics")!
         let checking = LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntNE, LLVMBuildLoad2(b, t.i32, flag, ""), t.int(0, t.i32), ""),
                                     LLVMBuildICmp(b, LLVMIntSGT, n, t.int(0), ""), "")

@@ -362,13 +362,13 @@ struct KernelEmitter {
         }
         func c(_ v: Double) -> LLVMValueRef { LLVMConstReal(t.type(ty), v) }
         func sigmoid(_ v: LLVMValueRef) -> LLVMValueRef {
-            LLVMBuildFDiv(b, c(1), LLVMBuildFAdd(b, c(1), intrinsic("exp", ty, [LLVMBuildFNeg(b, v, "")], b), ""), "")
+            LLVMBuildFDiv(b, c(1), LLVMBuildFAdd(b, c(1), exp(LLVMBuildFNeg(b, v, "")!, ty, b), ""), "")
         }
         let r: LLVMValueRef
         switch op {
         case .neg: r = LLVMBuildFNeg(b, x, "")
         case .abs: r = intrinsic("fabs", ty, [x], b)
-        case .exp: r = intrinsic("exp", ty, [x], b)
+        case .exp: r = exp(x, ty, b)
         case .log: r = intrinsic("log", ty, [x], b)
         case .sqrt: r = intrinsic("sqrt", ty, [x], b)
         case .rsqrt: r = LLVMBuildFDiv(b, c(1), intrinsic("sqrt", ty, [x], b), "")
@@ -378,7 +378,7 @@ struct KernelEmitter {
         case .gelu: r = LLVMBuildFMul(b, LLVMBuildFMul(b, c(0.5), x, ""), LLVMBuildFAdd(b, c(1), erf(LLVMBuildFMul(b, x, c(1 / 2.0.squareRoot()), ""), ty, b), ""), "")
         case .silu: r = LLVMBuildFMul(b, x, sigmoid(x), "")
         case .softplus:
-            let tail = libm("log1p", ty, [intrinsic("exp", ty, [LLVMBuildFNeg(b, intrinsic("fabs", ty, [x], b), "")], b)], b)
+            let tail = libm("log1p", ty, [exp(LLVMBuildFNeg(b, intrinsic("fabs", ty, [x], b), "")!, ty, b)], b)
             r = LLVMBuildFAdd(b, intrinsic("maxnum", ty, [x, c(0)], b), tail, "")
         case .sin: r = intrinsic("sin", ty, [x], b)
         case .cos: r = intrinsic("cos", ty, [x], b)
@@ -392,6 +392,31 @@ struct KernelEmitter {
         default: r = x
         }
         return (r, ty)
+    }
+
+    /// exp in f32 inline (Cephes' expf: x = n ln 2 + r with |r| <= ln 2 / 2, a degree-7
+    /// polynomial for exp(r), then 2^n in two factors so that results down to subnormals are
+    /// right; relative error about 1 ulp), so that loops containing it vectorize; libm's expf
+    /// is a scalar call. NaN passes through; large x gives infinity, very negative x zero. f64 uses libm.
+    func exp(_ x: LLVMValueRef, _ ty: ScalarType, _ b: LLVMBuilderRef) -> LLVMValueRef {
+        guard ty == .f32 else { return intrinsic("exp", ty, [x], b) }
+        func c(_ v: Double) -> LLVMValueRef { LLVMConstReal(t.f32, v) }
+        let clamped = intrinsic("maxnum", ty, [intrinsic("minnum", ty, [x, c(89)], b), c(-104)], b)
+        let n = intrinsic("floor", ty, [LLVMBuildFAdd(b, LLVMBuildFMul(b, clamped, c(1.44269504088896341), ""), c(0.5), "")], b)
+        var r = LLVMBuildFSub(b, clamped, LLVMBuildFMul(b, n, c(0.693359375), ""), "")!
+        r = LLVMBuildFSub(b, r, LLVMBuildFMul(b, n, c(-2.12194440e-4), ""), "")!
+        var p = c(1.9875691500e-4)
+        for k in [1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1] {
+            p = LLVMBuildFAdd(b, LLVMBuildFMul(b, p, r, ""), c(k), "")
+        }
+        let y = LLVMBuildFAdd(b, LLVMBuildFAdd(b, LLVMBuildFMul(b, LLVMBuildFMul(b, p, r, ""), r, ""), r, ""), c(1), "")!
+        let e = LLVMBuildFPToSI(b, n, t.i32, "")!
+        let half = LLVMBuildAShr(b, e, t.int(1, t.i32), "")!
+        func power(_ k: LLVMValueRef) -> LLVMValueRef {
+            LLVMBuildBitCast(b, LLVMBuildShl(b, LLVMBuildAdd(b, k, t.int(127, t.i32), ""), t.int(23, t.i32), ""), t.f32, "")
+        }
+        let scaled = LLVMBuildFMul(b, LLVMBuildFMul(b, y, power(half), ""), power(LLVMBuildSub(b, e, half, "")), "")!
+        return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealUNO, x, x, ""), x, scaled, "")
     }
 
     /// erf in f32 as a rational function of x on [-4, 4] (the approximation Eigen and XLA use;

@@ -35,7 +35,7 @@ final class HostTarget {
         }
         let cpu = LLVMGetHostCPUName()!, features = LLVMGetHostCPUFeatures()!
         defer { LLVMDisposeMessage(cpu); LLVMDisposeMessage(features) }
-        guard let m = LLVMCreateTargetMachine(target, t, cpu, features, optimized ? LLVMCodeGenLevelAggressive : LLVMCodeGenLevelNone, LLVMRelocPIC, LLVMCodeModelJITDefault) else {
+        guard let m = LLVMCreateTargetMachine(target, t, cpu, features, optimized ? LLVMCodeGenLevelAggressive : LLVMCodeGenLevelNone, LLVMRelocPIC, LLVMCodeModelDefault) else {
             throw LLVMFailure(description: "cannot create a target machine for \(triple)")
         }
         machine = m

@@ -199,6 +199,9 @@ extension FunctionLowering {
     // MARK: reductions
 
     /// The input is read through `element`, so fused producers are computed in the reduction's loops.
+    /// Columns per parallel block of a reduction that keeps the last axis.
+    static let columnBlock = 64
+
     func reduction(_ op: Operation, input: Value, inputShape s: [Dim], out: BufferID) -> [KernelStmt] {
         let rank = s.count
         let axes = Set(op.op == .argmax ? [axis(op, rank: rank)] : normalizedAxes(ints(op, "axes"), rank: rank))
@@ -217,25 +220,35 @@ extension FunctionLowering {
         let outCount = ScalarExpr(keptShape.reduce(Dim(1), *))
 
         // Sums, means, maxima and minima that keep the last axis accumulate into the output in input
-        // order, so the innermost loop runs along contiguous rows of both buffers and vectorizes.
+        // order, so the innermost loop runs along contiguous rows of both buffers and vectorizes;
+        // blocks of the last axis run in parallel (each output element still adds its inputs in order).
         if [.sum, .mean, .reduce_max, .reduce_min].contains(op.op), let last = kept.last, last == rank - 1, !reducedAxes.isEmpty {
             let outStrides = rowMajorStrides(keptShape)
-            var body: [KernelStmt] = [.loop("i", outCount, [.store(out, .v("i"), .f32(identity))])]
-            body += loopNest(s) { idx in
+            let width = ScalarExpr(s[rank - 1]), block = ScalarExpr.index(Self.columnBlock)
+            var body: [KernelStmt] = [.parallel("i", outCount, [.store(out, .v("i"), .f32(identity))], work: 1)]
+            let columns = loopNest(Array(s.dropLast())) { idx in
+                let all = idx + [ScalarExpr.v("jb") * block + .v("jj")]
                 var o = ScalarExpr.index(0)
-                for (j, k) in kept.enumerated() { o = o + idx[k] * outStrides[j] }
-                return [.store(out, o, .binary(combine, .load(out, o), element(input, idx, space: s)))]
+                for (j, k) in kept.enumerated() { o = o + all[k] * outStrides[j] }
+                return [.loop("jj", .binary(.min, block, width - .v("jb") * block), [
+                    .store(out, o, .binary(combine, .load(out, o), element(input, all, space: s))),
+                ])]
             }
+            body.append(.parallel("jb", (width + block - .index(1)) / block, columns, work: staticWork(s.dropLast()[...]) * Self.columnBlock))
             if op.op == .mean {
-                body.append(.loop("i", outCount, [.store(out, .v("i"), .binary(.div, .load(out, .v("i")), .convert(groupSize, .f32)))]))
+                body.append(.parallel("i", outCount, [.store(out, .v("i"), .binary(.div, .load(out, .v("i")), .convert(groupSize, .f32)))], work: 1))
             }
             return body
         }
         let red = reducedAxes.map { s[$0] }
+        // Each parallel iteration (a kept element) reads its whole group.
+        func parallelKept(_ body: ([ScalarExpr]) -> [KernelStmt]) -> [KernelStmt] {
+            parallelNest(keptShape, prefix: "o", work: staticWork(red[...]), body: body)
+        }
         let outIndex = { (keptIdx: [ScalarExpr]) in flatIndex(keptIdx, keptShape) }
         switch op.op {
         case .argmax:
-            return parallelNest(keptShape, prefix: "o") { keptIdx in
+            return parallelKept { keptIdx in
                 [.declare("best", at(keptIdx, red.map { _ in .index(0) })), .declare("arg", .index(0))]
                 + loopNest(red, prefix: "r") { r in
                     [.bind("x", at(keptIdx, r)),
@@ -244,7 +257,7 @@ extension FunctionLowering {
                 + [.store(out, outIndex(keptIdx), .convert(.v("arg"), .i32))]
             }
         case .logsumexp:
-            return parallelNest(keptShape, prefix: "o") { keptIdx in
+            return parallelKept { keptIdx in
                 [.declare("m", .f32(-.infinity))]
                 + loopNest(red, prefix: "r") { r in [.accumulate("m", .max, at(keptIdx, r))] }
                 + [.bind("shift", .select(.unary(.isFinite, .v("m")), .v("m"), .f32(0))), .declare("acc", .f32(0))]
@@ -255,7 +268,7 @@ extension FunctionLowering {
                                                           .binary(.add, .v("m"), .unary(.log, .v("acc"))), .v("m")))]
             }
         default:
-            return parallelNest(keptShape, prefix: "o") { keptIdx in
+            return parallelKept { keptIdx in
                 [.declare("acc", .f32(identity))]
                 + loopNest(red, prefix: "r") { r in [.accumulate("acc", combine, at(keptIdx, r))] }
                 + [.store(out, outIndex(keptIdx), op.op == .mean ? .binary(.div, .v("acc"), .convert(groupSize, .f32)) : .v("acc"))]
