@@ -19,7 +19,7 @@ let package = Package(
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas"),
         .target(
             name: "MDL",
-            dependencies: ["CLLVM", "COpenBLAS"],
+            dependencies: ["CLLVM", "COpenBLAS", "MDLRuntime"],
             path: "Sources/MDL",
             cSettings: [.unsafeFlags([llvmInclude])],
             // Optimized even in debug builds: the reference interpreter runs whole models in the tests.

@@ -174,7 +174,7 @@ int cmd_bench(model_t *md, const bench_opts *o) {
             }
             sb_add(&j, "]", 1);
         }
-        sb_printf(&j, ",\"peak_rss_mb\":%.1f,\"times_ms\":[", rss_mb);
+        sb_printf(&j, ",\"peak_rss_mb\":%.1f,\"arena_mb\":%.1f,\"times_ms\":[", rss_mb, (double)arena_bytes() / 1048576.0);
         for (int64_t i = 0; i < o->steps; i++) sb_printf(&j, "%s%.6g", i ? "," : "", times[i]);
         sb_add(&j, "]}", 2);
         puts(j.p);
@@ -187,7 +187,7 @@ int cmd_bench(model_t *md, const bench_opts *o) {
                (long long)o->warmup, (long long)count, source, o->threads, o->threads == 1 ? "" : "s");
         printf("  ms/step   median %.3f  p10 %.3f  p90 %.3f  min %.3f  mean %.3f\n", med, p10, p90, sorted[0], mean);
         printf("  loss      first %s  last %s\n", fl, ll);
-        printf("  peak RSS  %.1f MB\n", rss_mb);
+        printf("  peak RSS  %.1f MB (arena of temporaries %.1f MB)\n", rss_mb, (double)arena_bytes() / 1048576.0);
     }
     fflush(stdout);
     free(times);

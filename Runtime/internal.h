@@ -137,6 +137,7 @@ void flush_subnormals(void);
 int threads_count(void);
 bool threads_is_worker(void); /* a pool thread (not the caller of mdl_parallel_for) */
 void profile_gemm(double seconds);
+int64_t arena_bytes(void); /* the arena's current size */
 void profile_reset(void);
 void profile_report(FILE *out, int top); /* threads a job started now would use: 1 inside a pool job */
 

@@ -34,6 +34,18 @@ int32_t mdl_rng_fold(int32_t key, int32_t i);
 extern int32_t mdl_profiling;           /* 0 or 1, set by --profile */
 int64_t mdl_profile_start(void);        /* 0 unless profiling: then a start time for mdl_profile_record */
 void mdl_profile_record(const char *kernel, const char *op_text, int64_t start);
+/* The arena of an entry function's temporaries (arena.c): live holds each buffer's first and
+ * last step; the function writes sizes (bytes) and reads offsets after mdl_arena, which returns
+ * the arena (NULL when out of memory). planned, total and valid belong to the runtime. */
+typedef struct {
+    int64_t n;
+    const int64_t *live;
+    int64_t *sizes, *offsets, *planned;
+    int64_t total, valid;
+} mdl_arena_plan;
+void *mdl_arena(mdl_arena_plan *plan);
+/* Offsets such that buffers whose live intervals meet do not overlap; returns the arena size. */
+int64_t mdl_arena_layout(int64_t n, const int64_t *live, const int64_t *sizes, int64_t *offsets);
 void mdl_parallel_for(int64_t n, void (*body)(void *ctx, int64_t lo, int64_t hi), void *ctx);
 /* Row-major C[m,n] = op(A)[m,k] op(B)[k,n] + beta C; split over the pool when large. */
 void mdl_sgemm(int32_t trans_a, int32_t trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,

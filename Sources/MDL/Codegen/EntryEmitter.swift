@@ -74,15 +74,51 @@ struct EntryEmitter {
             return p
         }
 
+        // The arena (Kernel/MemoryPlan.swift): this call's sizes in, offsets out.
+        let arena = ArenaPlan(f)
+        var arenaBase: LLVMValueRef?
+        var arenaOffsets: LLVMValueRef?
+        if !arena.buffers.isEmpty {
+            let n = arena.buffers.count
+            func array(_ name: String, _ values: [Int]?, count: Int) -> LLVMValueRef {
+                let type = LLVMArrayType2(t.i64, UInt64(count))!
+                let g = LLVMAddGlobal(t.module, type, "\(symbol).\(name)")!
+                var elements: [LLVMValueRef?] = (values ?? [Int](repeating: 0, count: count)).map { t.int($0) }
+                LLVMSetInitializer(g, LLVMConstArray2(t.i64, &elements, UInt64(count)))
+                LLVMSetLinkage(g, LLVMInternalLinkage)
+                if values != nil { LLVMSetGlobalConstant(g, 1) }
+                return g
+            }
+            let live = array("arena.live", arena.live.flatMap { [$0.first, $0.last] }, count: 2 * n)
+            let sizes = array("arena.sizes", nil, count: n), offsets = array("arena.offsets", nil, count: n)
+            let planned = array("arena.planned", nil, count: n)
+            var fields: [LLVMTypeRef?] = [t.i64, t.ptr, t.ptr, t.ptr, t.ptr, t.i64, t.i64]
+            let planType = LLVMStructTypeInContext(t.ctx, &fields, UInt32(fields.count), 0)!
+            let plan = LLVMAddGlobal(t.module, planType, "\(symbol).arena")!
+            var values: [LLVMValueRef?] = [t.int(n), live, sizes, offsets, planned, t.int(0), t.int(0)]
+            LLVMSetInitializer(plan, LLVMConstNamedStruct(planType, &values, UInt32(values.count)))
+            LLVMSetLinkage(plan, LLVMInternalLinkage)
+            for (i, id) in arena.buffers.enumerated() { LLVMBuildStore(b, bytes(id, &s), element(sizes, t.i64, i)) }
+            let base = t.call(b, "mdl_arena", t.ptr, [plan])
+            t.failIf(LLVMBuildICmp(b, LLVMIntEQ, base, LLVMConstNull(t.ptr), "")!, code: 4, message: "@\(f.name): out of memory", in: fn, b)
+            arenaBase = base
+            arenaOffsets = offsets
+        }
+
         let functionName = LLVMBuildGlobalStringPtr(b, f.name, "function")!
 
         func steps(_ list: [Step], _ s: inout KernelEmitter.State) {
             for step in list {
                 switch step {
                 case .alloc(let id):
-                    LLVMBuildStore(b, allocate(bytes(id, &s)), slots[id.id])
+                    if let i = arena.index[id], let arenaBase, let arenaOffsets {
+                        var offset: [LLVMValueRef?] = [LLVMBuildLoad2(b, t.i64, element(arenaOffsets, t.i64, i), "")]
+                        LLVMBuildStore(b, LLVMBuildGEP2(b, t.i8, arenaBase, &offset, 1, ""), slots[id.id])
+                    } else {
+                        LLVMBuildStore(b, allocate(bytes(id, &s)), slots[id.id])
+                    }
                 case .free(let id):
-                    _ = t.call(b, "free", t.void, [pointer(id)])
+                    if arena.index[id] == nil { _ = t.call(b, "free", t.void, [pointer(id)]) }
                 case .copy(let to, let from):
                     LLVMBuildMemMove(b, pointer(to), 64, pointer(from), 4, bytes(to, &s))
                 case .sequence(let inner):

@@ -17,6 +17,10 @@ extension Driver {
         public var kernels = 0
         public var gemmCalls = 0
         public var objectBytes = 0
+        /// The largest arena among the functions (bytes, its function) when every symbolic size
+        /// is `arenaSize` (the recipe's batch size, else 64).
+        public var arena: (bytes: Int, function: String) = (0, "")
+        public var arenaSize = 64
     }
 
     /// What `emit` produces from a compiled program.
@@ -36,6 +40,13 @@ extension Driver {
         do {
             let program = try time("lower", &report) { try Lowering.run(m) }
             for f in program.functions { count(f.steps, &report) }
+            if case .int(let batch)? = m.recipe["batch"] { report.arenaSize = batch }
+            for f in program.functions {
+                let plan = ArenaPlan(f)
+                let env = Dictionary(uniqueKeysWithValues: f.symbols.map { ($0, report.arenaSize) })
+                let bytes = plan.layout(sizes: plan.sizes(f, env)).total
+                if bytes > report.arena.bytes { report.arena = (bytes, f.name) }
+            }
             return (program, irText)
         } catch let e as Lowering.Failure {
             throw BuildError(description: "\(path): error: cannot generate code: \(e.description)")
