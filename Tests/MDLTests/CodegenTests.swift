@@ -231,6 +231,12 @@ final class CodegenTests: XCTestCase {
         proc g(x: f32[2, 3, 8, 7]) { avg_pool2d(x, 3, stride = 2, padding = 1) }
         proc h(x: f32[1, 2, 7, 7]) { max_pool2d(x, [3, 2], stride = [2, 2], padding = 1) }
         """, sizes: [1], tolerance: 1e-5)
+        // Windows wider than the output (the shape of a weight gradient): columns stored by
+        // window rows; large enough that im2col runs as a parallel loop inside the group loop.
+        try check("""
+        proc a(x: f32[2, 8, 40, 40], w: f32[3, 8, 37, 37]) { conv2d(x, w) }
+        proc b(x: f32[3, 2, 9, 9], w: f32[4, 2, 6, 7]) { conv2d(x, w, stride = 2, padding = 1) }
+        """, sizes: [1], tolerance: 1e-4)
     }
 
     /// The pooling gradients exist only in differentiated code: a step's `grad.` function against the interpreter's.

@@ -103,33 +103,43 @@ struct KernelEmitter {
     /// hand-off costs a few microseconds.
     static let parallelThreshold = 1 << 15
 
-    /// A parallel loop at a kernel's top level: its body becomes `name.body(buffers..., sizes, lo, hi)`,
-    /// called directly for small extents and otherwise through `mdl_parallel_for` with a
-    /// trampoline `name.task(ctx, lo, hi)` that unpacks the kernel's parameters from `ctx`.
+    /// A parallel loop: its body becomes `name.body(buffers..., sizes, lo, hi, captured...)`, called
+    /// directly for small extents and otherwise through `mdl_parallel_for` with a trampoline
+    /// `name.task(ctx, lo, hi)` that unpacks the kernel's parameters and the captured index
+    /// values of enclosing loops from `ctx`. Inside a scope with mutable variables (or non-index
+    /// values) it runs as a plain loop.
     private func parallelLoop(_ name: String, _ extent: ScalarExpr, _ body: [KernelStmt], work: Int, _ s: inout State) {
+        let captured = s.scope.keys.filter { !symbols.contains($0) }.sorted()
+        guard s.variables.isEmpty, captured.allSatisfy({ s.scope[$0]!.1 == .index }) else {
+            emit([.loop(name, extent, body)], &s)
+            return
+        }
+        let capturedValues = captured.map { s.scope[$0]!.0 }
         let b = s.builder, k = s.kernel
         let (n, _) = value(extent, &s, as: .index)
-        let count = LLVMCountParams(s.fn)
+        let count = Int(LLVMCountParams(s.fn))
         s.parallelLoops += 1
         let serial = "\(LLVMGetValueName2String(s.fn)).part\(s.parallelLoops)"
-        var (bodyFn, inner) = function(serial, k, result: t.void, extra: [t.i64, t.i64])
+        var (bodyFn, inner) = function(serial, k, result: t.void, extra: [t.i64, t.i64] + captured.map { _ in t.i64 })
         defer { LLVMDisposeBuilder(inner.builder) }
-        let lo = LLVMGetParam(bodyFn, UInt32(k.buffers.count + 1))!, hi = LLVMGetParam(bodyFn, UInt32(k.buffers.count + 2))!
+        let lo = LLVMGetParam(bodyFn, UInt32(count))!, hi = LLVMGetParam(bodyFn, UInt32(count + 1))!
+        let capturedParams = captured.indices.map { (captured[$0], LLVMGetParam(bodyFn, UInt32(count + 2 + $0))!) }
         emit([.loop(name + ".offset", .variable(name + ".span"), [.bind(name, .binary(.add, .variable(name + ".lo"), .variable(name + ".offset")))] + body)],
-             &inner, bindings: [(name + ".lo", lo), (name + ".span", LLVMBuildSub(inner.builder, hi, lo, "")!)])
+             &inner, bindings: [(name + ".lo", lo), (name + ".span", LLVMBuildSub(inner.builder, hi, lo, "")!)] + capturedParams)
         LLVMBuildRetVoid(inner.builder)
 
-        // The trampoline: ctx is an array of the kernel's parameters.
+        // The trampoline: ctx is an array of the kernel's parameters, then the captured values.
         let (task, _) = t.function(serial + ".task", t.void, [t.ptr, t.i64, t.i64])
         LLVMSetVisibility(task, LLVMHiddenVisibility)
         let tb = LLVMCreateBuilderInContext(t.ctx)!
         defer { LLVMDisposeBuilder(tb) }
         LLVMPositionBuilderAtEnd(tb, LLVMAppendBasicBlockInContext(t.ctx, task, "entry"))
-        var unpacked: [LLVMValueRef] = (0..<Int(count)).map { i in
+        func slot(_ i: Int) -> LLVMValueRef {
             var index: [LLVMValueRef?] = [t.int(i)]
             return LLVMBuildLoad2(tb, t.ptr, LLVMBuildInBoundsGEP2(tb, t.ptr, LLVMGetParam(task, 0), &index, 1, ""), "")!
         }
-        unpacked += [LLVMGetParam(task, 1)!, LLVMGetParam(task, 2)!]
+        let unpacked: [LLVMValueRef] = (0..<count).map(slot) + [LLVMGetParam(task, 1)!, LLVMGetParam(task, 2)!]
+            + captured.indices.map { LLVMBuildPtrToInt(tb, slot(count + $0), t.i64, "")! }
         _ = t.call(tb, serial, t.void, unpacked)
         LLVMBuildRetVoid(tb)
 
@@ -139,15 +149,16 @@ struct KernelEmitter {
         let large = LLVMBuildICmp(b, LLVMIntSGE, LLVMBuildMul(b, n, t.int(work), ""), t.int(Self.parallelThreshold), "")
         LLVMBuildCondBr(b, large, pooled, direct)
         LLVMPositionBuilderAtEnd(b, pooled)
-        let ctx = LLVMBuildArrayAlloca(b, t.ptr, t.int(Int(count)), "ctx")!
-        for i in 0..<Int(count) {
+        let ctx = entryAlloca(LLVMArrayType2(t.ptr, UInt64(count + captured.count)), "ctx", s)
+        let packed: [LLVMValueRef] = (0..<count).map { LLVMGetParam(s.fn, UInt32($0))! } + capturedValues.map { LLVMBuildIntToPtr(b, $0, t.ptr, "")! }
+        for (i, v) in packed.enumerated() {
             var index: [LLVMValueRef?] = [t.int(i)]
-            LLVMBuildStore(b, LLVMGetParam(s.fn, UInt32(i)), LLVMBuildInBoundsGEP2(b, t.ptr, ctx, &index, 1, ""))
+            LLVMBuildStore(b, v, LLVMBuildInBoundsGEP2(b, t.ptr, ctx, &index, 1, ""))
         }
         _ = t.call(b, "mdl_parallel_for", t.void, [n, task, ctx])
         LLVMBuildBr(b, done)
         LLVMPositionBuilderAtEnd(b, direct)
-        _ = t.call(b, serial, t.void, (0..<Int(count)).map { LLVMGetParam(s.fn, UInt32($0))! } + [t.int(0), n])
+        _ = t.call(b, serial, t.void, (0..<count).map { LLVMGetParam(s.fn, UInt32($0))! } + [t.int(0), n] + capturedValues)
         LLVMBuildBr(b, done)
         LLVMPositionBuilderAtEnd(b, done)
     }

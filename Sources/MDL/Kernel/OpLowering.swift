@@ -339,6 +339,9 @@ extension FunctionLowering {
     /// cols[C*KH*KW, g*OH*OW] holds the receptive fields, prod[O, g*OH*OW] = w[O, C*KH*KW] @ cols,
     /// and prod is copied into the NCHW result. G keeps cols near 4M floats (16 MB); when the
     /// field size is symbolic (a weight gradient, whose channels are the batch) the group is all images.
+    /// When the window is larger than the output (a weight gradient: the window is the output
+    /// gradient, the output the kernel), cols is stored transposed, [g*OH*OW, C*KH*KW], so that
+    /// im2col copies whole window rows; the GEMM reads it transposed.
     mutating func convolution(_ op: Operation, out: BufferID) throws -> Kernel {
         let (x, w) = (buf(op.operands[0]), buf(op.operands[1]))
         let xs = type(op.operands[0]).shape, ws = type(op.operands[1]).shape, os = type(op.results[0]).shape
@@ -349,7 +352,8 @@ extension FunctionLowering {
         let ckk = xs[1] * ws[2] * ws[3], ohw = os[2] * os[3]
         var group = (ckk * ohw).constant.map { Dim(max(1, (1 << 22) / max(1, $0))) } ?? xs[0]
         if let g = group.constant, let n = xs[0].constant, n < g { group = xs[0] }
-        let cols = scratch("cols", TensorType(.f32, [ckk, group * ohw]))
+        let windowRows = (ws[3].constant ?? 0) > (os[3].constant ?? Int.max)
+        let cols = scratch("cols", TensorType(.f32, windowRows ? [group * ohw, ckk] : [ckk, group * ohw]))
         let product = scratch("prod", TensorType(.f32, [os[1], group * ohw]))
         let n = ScalarExpr(xs[0]), g = ScalarExpr(group)
         // Group `grp` covers images first ..< first + count.
@@ -362,14 +366,17 @@ extension FunctionLowering {
         let source = ((image * c + .v("c")) * h + iy) * wd + ix
         let row = (ScalarExpr.v("c") * kh + .v("ki")) * kw + .v("kj")
         let column = ScalarExpr.v("gi") * ScalarExpr(ohw) + .v("y") * ow + .v("x")
-        let im2col: KernelStmt = .loop("gi", count, [.loop("c", c, [.loop("ki", kh, [.loop("kj", kw, [.loop("y", oh, [.loop("x", ow, [
-            .store(cols, row * width + column, .select(inside, .load(x, .select(inside, source, .index(0))), .f32(0))),
-        ])])])])])])
-        let gemm = KernelStmt.gemm(Gemm(a: w, aOffset: .index(0), transposeA: false, b: cols, bOffset: .index(0), transposeB: false,
+        let field = KernelStmt.store(cols, windowRows ? column * ScalarExpr(ckk) + row : row * width + column,
+                                     .select(inside, .load(x, .select(inside, source, .index(0))), .f32(0)))
+        let perImage = (ckk * ohw).constant ?? (1 << 16)
+        let im2col: KernelStmt = windowRows
+            ? .parallel("gi", count, [.loop("y", oh, [.loop("x", ow, [.loop("c", c, [.loop("ki", kh, [.loop("kj", kw, [field])])])])])], work: perImage)
+            : .parallel("gi", count, [.loop("c", c, [.loop("ki", kh, [.loop("kj", kw, [.loop("y", oh, [.loop("x", ow, [field])])])])])], work: perImage)
+        let gemm = KernelStmt.gemm(Gemm(a: w, aOffset: .index(0), transposeA: false, b: cols, bOffset: .index(0), transposeB: windowRows,
                                         c: product, cOffset: .index(0), m: ScalarExpr(os[1]), n: width, k: ScalarExpr(ckk), accumulate: false))
-        let scatter: KernelStmt = .loop("gi", count, [.loop("o", ScalarExpr(os[1]), [.loop("p", ScalarExpr(ohw), [
+        let scatter: KernelStmt = .parallel("gi", count, [.loop("o", ScalarExpr(os[1]), [.loop("p", ScalarExpr(ohw), [
             .store(out, ((image * ScalarExpr(os[1]) + .v("o")) * ScalarExpr(ohw)) + .v("p"), .load(product, ScalarExpr.v("o") * width + .v("gi") * ScalarExpr(ohw) + .v("p"))),
-        ])])])
+        ])])], work: (os[1] * ohw).constant ?? (1 << 16))
         let groups = (n + g - .index(1)) / g
         return makeKernel(op, [out, x, w, cols, product], [.loop("grp", groups, [
             .bind("count", .binary(.min, g, n - first)), im2col, gemm, scatter,
@@ -393,9 +400,10 @@ extension FunctionLowering {
         let row = (ScalarExpr.v("o") * kh + .v("ki")) * kw + .v("kj")
         let gemm = KernelStmt.gemm(Gemm(a: w, aOffset: .index(0), transposeA: true, b: x, bOffset: .v("n") * ScalarExpr(xs[1] * hw), transposeB: false,
                                   c: cols, cOffset: .index(0), m: ScalarExpr(okk), n: ScalarExpr(hw), k: ScalarExpr(xs[1]), accumulate: false))
-        let col2im: [KernelStmt] = [.loop("o", o, [.loop("ki", kh, [.loop("kj", kw, [.loop("y", h, [.loop("x", wd, [
+        // Output channels write disjoint planes: they run in parallel.
+        let col2im: [KernelStmt] = [.parallel("o", o, [.loop("ki", kh, [.loop("kj", kw, [.loop("y", h, [.loop("x", wd, [
             .when(inside, [.store(out, target, .binary(.add, .load(out, target), .load(cols, row * ScalarExpr(hw) + .v("y") * wd + .v("x"))))]),
-        ])])])])])]
+        ])])])])], work: (ws[2] * ws[3] * hw).constant ?? (1 << 16))]
         let zero = KernelStmt.loop("i", ScalarExpr(os.reduce(Dim(1), *)), [.store(out, .v("i"), .f32(0))])
         return makeKernel(op, [out, x, w, cols], [zero, .loop("n", ScalarExpr(xs[0]), [gemm] + col2im)])
     }
