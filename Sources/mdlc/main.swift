@@ -50,8 +50,8 @@ struct Check: ParsableCommand {
 
 struct DumpIR: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "dump-ir", abstract: "Print the Graph IR of an .mdl file or of IR text (which reads back in).")
-    static let codegenStages = ["lower", "llvm"]
-    @Option(help: "Print the IR after this pass: \((Pipeline.stageNames + codegenStages).joined(separator: ", ")) (lower: the Kernel IR; llvm: the optimized LLVM IR).") var after: String = "sema"
+    static let codegenStages = ["lower", "fusion", "llvm"]
+    @Option(help: "Print the IR after this pass: \((Pipeline.stageNames + codegenStages).joined(separator: ", ")) (lower: the Kernel IR, one kernel per op; fusion: the Kernel IR that is compiled; llvm: the optimized LLVM IR).") var after: String = "sema"
     @Option(help: "Output format: text (parses back) or dot (Graphviz).") var format: String = "text"
     @Argument(help: "An .mdl file or an IR text file.") var file: String
 
@@ -65,7 +65,7 @@ struct DumpIR: ParsableCommand {
     func run() throws {
         if Self.codegenStages.contains(after) {
             try exitOnError {
-                let (parts, _) = try Driver.emit(after == "lower" ? .kernelIR : .llvmIR, path: file)
+                let (parts, _) = try Driver.emit(after == "lower" ? .unfusedKernelIR : after == "fusion" ? .kernelIR : .llvmIR, path: file)
                 FileHandle.standardOutput.write(Data(parts.joined()))
             }
             return

@@ -41,28 +41,6 @@ final class BinaryTests: XCTestCase {
         return (p.terminationStatus, String(decoding: data, as: UTF8.self))
     }
 
-    /// A random batch for a step's inputs: sizes B = 3, N = 7, E = 9 (graphs: node i in graph
-    /// i*B/N, so every graph has nodes); floats in [0, 1); integers 0 or 1, valid as labels,
-    /// tokens and node indices.
-    func batch(for f: Function, rng: inout RobustnessTests.SplitMix) -> [String: Tensor] {
-        var out: [String: Tensor] = [:]
-        let env = ["B": 3, "N": 7, "E": 9]
-        for a in f.arguments where f.names[a.id] != "key" {
-            let type = f.type(of: a)
-            let field = String((f.names[a.id] ?? "").split(separator: ".", maxSplits: 1).last ?? "")
-            let shape = type.shape.map { $0.evaluate(env) ?? 4 }
-            let n = shape.reduce(1, *)
-            let values: [Double]
-            switch (type.dtype, field) {
-            case (.f32, _): values = (0..<n).map { _ in Double(Float(Double.random(in: 0..<1, using: &rng))) }
-            case (_, "graph"): values = (0..<n).map { Double($0 * env["B"]! / n) }
-            default: values = (0..<n).map { _ in Double(Int.random(in: 0...1, using: &rng)) }
-            }
-            out[field] = Tensor(type.dtype, shape, values)
-        }
-        return out
-    }
-
     /// For every model: the binary's `grad` (float32 kernels) against the reference
     /// interpreter (float64) on the same weights, batch and key; per tensor, the error norm
     /// relative to the reference's norm is at most 1e-4 (float32 rounding through the whole
@@ -74,7 +52,7 @@ final class BinaryTests: XCTestCase {
             let name = url.deletingPathExtension().lastPathComponent
             let c = Driver.compile(path: url.path, stopAfter: "gradients")
             guard let m = c.module, let grad = m.functions.first(where: { $0.kind == .grad }) else { XCTFail("\(name): no grad function"); continue }
-            let inputs = batch(for: grad, rng: &rng)
+            let inputs = randomBatch(for: grad, rng: &rng)
             let batchPath = Self.directory.appendingPathComponent("\(name).batch.safetensors").path
             let outPath = Self.directory.appendingPathComponent("\(name).grad.safetensors").path
             try Safetensors.write(inputs.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }, to: batchPath)

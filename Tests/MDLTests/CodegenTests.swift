@@ -13,9 +13,9 @@ final class JITProgram {
     let jit: JIT
     var globals: [String: Tensor]
 
-    init(module m: Module, seed: Int32 = 0) throws {
+    init(module m: Module, seed: Int32 = 0, fusion: Bool = true) throws {
         module = m
-        program = try Lowering.run(m)
+        program = try Lowering.run(m, fusion: fusion)
         jit = try JIT()
         let (kernels, entries) = try Driver.generate(program, hash: 0, context: jit.llvmContext, withMain: false,
                                                      target: try HostTarget(), quickTarget: try HostTarget(optimized: false))
@@ -296,6 +296,33 @@ final class CodegenTests: XCTestCase {
           u - v
         }
         """, tolerance: 1e-5)
+    }
+
+    /// For every model: the grad function compiled with fusion (what binaries run) and without
+    /// (one kernel per op) gives the same loss and gradients on the same weights, batch and key,
+    /// up to float32 reassociation (weight gradients summed by one GEMM over the batch).
+    func testFusedAndUnfusedProgramsAgreeOnEveryModel() throws {
+        var rng = RobustnessTests.SplitMix(state: 9)
+        for url in Repo.modelFiles {
+            let name = url.deletingPathExtension().lastPathComponent
+            let c = Driver.compile(path: url.path, stopAfter: "dce")
+            guard let m = c.module, let grad = m.functions.first(where: { $0.kind == .grad }) else { XCTFail("\(name): no grad function"); continue }
+            m.functions = [grad]  // compile only what is compared
+            let batch = randomBatch(for: grad, rng: &rng)
+            let inputs = grad.arguments.compactMap { a -> Tensor? in
+                let field = String((grad.names[a.id] ?? "").split(separator: ".", maxSplits: 1).last ?? "")
+                return batch[field]
+            }
+            let fused = try JITProgram(module: m, seed: 3).run(grad.name, inputs, key: 3)
+            let unfused = try JITProgram(module: m, seed: 3, fusion: false).run(grad.name, inputs, key: 3)
+            XCTAssertEqual(fused.count, unfused.count, name)
+            for (i, (f, u)) in zip(fused, unfused).enumerated() {
+                XCTAssertEqual(f.shape, u.shape, "\(name) output \(i)")
+                let diff = zip(f.data, u.data).reduce(0) { $0 + ($1.0 - $1.1) * ($1.0 - $1.1) }.squareRoot()
+                let norm = u.data.reduce(0) { $0 + $1 * $1 }.squareRoot()
+                XCTAssert(diff <= 1e-5 * max(norm, 1e-2), "\(name) output \(i) (\(grad.resultNames[i])): fused and unfused differ by \(diff) (norm \(norm))")
+            }
+        }
     }
 
     func testTargetIsTheHostCPU() throws {

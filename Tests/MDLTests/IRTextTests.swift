@@ -3,7 +3,7 @@ import XCTest
 @testable import MDL
 
 /// FileCheck-style tests: each Inputs/IR/*.mdl has a `// RUN: --after PASS` line (default sema;
-/// `lower` prints the Kernel IR, `llvm` the optimized LLVM IR) and CHECK lines matched against the printed IR.
+/// `lower` prints the Kernel IR with one kernel per op, `fusion` the fused Kernel IR, `llvm` the optimized LLVM IR) and CHECK lines matched against the printed IR.
 final class IRTextTests: XCTestCase {
     func testIRTextFiles() throws {
         let files = Repo.files(in: "IR")
@@ -14,8 +14,8 @@ final class IRTextTests: XCTestCase {
             if let r = text.range(of: "// RUN: --after ") { after = String(text[r.upperBound...].prefix { !$0.isWhitespace }) }
             let checks = checkDirectives(text)
             XCTAssertFalse(checks.isEmpty, "\(url.lastPathComponent) has no CHECK lines")
-            if after == "lower" || after == "llvm" {
-                let printed = String(decoding: try Driver.emit(after == "lower" ? .kernelIR : .llvmIR, path: url.path).parts.joined(), as: UTF8.self)
+            if let artifact: Driver.Artifact = ["lower": .unfusedKernelIR, "fusion": .kernelIR, "llvm": .llvmIR][after] {
+                let printed = String(decoding: try Driver.emit(artifact, path: url.path).parts.joined(), as: UTF8.self)
                 for f in fileCheck(printed, checks: checks) { XCTFail("\(url.lastPathComponent): \(f)") }
                 continue
             }

@@ -42,3 +42,25 @@ func compileOK(_ source: String, stopAfter: String = "sema", file: StaticString 
     if !c.succeeded { XCTFail("unexpected errors:\n" + c.diagnostics.render(), file: file, line: line) }
     return c.module
 }
+
+/// A random batch for a step's inputs: sizes B = 3, N = 7, E = 9 (graphs: node i in graph
+/// i*B/N, so every graph has nodes); floats in [0, 1); integers 0 or 1, valid as labels,
+/// tokens and node indices.
+func randomBatch(for f: Function, rng: inout RobustnessTests.SplitMix) -> [String: Tensor] {
+    var out: [String: Tensor] = [:]
+    let env = ["B": 3, "N": 7, "E": 9]
+    for a in f.arguments where f.names[a.id] != "key" {
+        let type = f.type(of: a)
+        let field = String((f.names[a.id] ?? "").split(separator: ".", maxSplits: 1).last ?? "")
+        let shape = type.shape.map { $0.evaluate(env) ?? 4 }
+        let n = shape.reduce(1, *)
+        let values: [Double]
+        switch (type.dtype, field) {
+        case (.f32, _): values = (0..<n).map { _ in Double(Float(Double.random(in: 0..<1, using: &rng))) }
+        case (_, "graph"): values = (0..<n).map { Double($0 * env["B"]! / n) }
+        default: values = (0..<n).map { _ in Double(Int.random(in: 0...1, using: &rng)) }
+        }
+        out[field] = Tensor(type.dtype, shape, values)
+    }
+    return out
+}

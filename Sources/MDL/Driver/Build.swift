@@ -24,7 +24,7 @@ extension Driver {
     }
 
     /// What `emit` produces from a compiled program.
-    public enum Artifact { case kernelIR, llvmIR, assembly, object }
+    public enum Artifact { case unfusedKernelIR, kernelIR, llvmIR, assembly, object }
 
     static func time<T>(_ name: String, _ report: inout BuildReport, _ body: () throws -> T) rethrows -> T {
         let start = DispatchTime.now().uptimeNanoseconds
@@ -33,12 +33,12 @@ extension Driver {
     }
 
     /// Front end and passes, then lowering to the Kernel IR. Compile errors come back as diagnostics.
-    static func lower(path: String, report: inout BuildReport) throws -> (KernelProgram, String) {
+    static func lower(path: String, report: inout BuildReport, fusion: Bool = true) throws -> (KernelProgram, String) {
         let c = time("front end and passes", &report) { compile(path: path) }
         guard c.succeeded, let m = c.module else { throw BuildError(description: c.diagnostics.render()) }
         let irText = printIR(m)
         do {
-            let program = try time("lower", &report) { try Lowering.run(m) }
+            let program = try time("lower", &report) { try Lowering.run(m, fusion: fusion) }
             for f in program.functions { count(f.steps, &report) }
             if case .int(let batch)? = m.recipe["batch"] { report.arenaSize = batch }
             for f in program.functions {
@@ -69,8 +69,8 @@ extension Driver {
     /// one text, or the two objects (kernels, entry functions).
     public static func emit(_ artifact: Artifact, path: String, withMain: Bool = true) throws -> (parts: [[UInt8]], report: BuildReport) {
         var report = BuildReport()
-        let (program, irText) = try lower(path: path, report: &report)
-        if artifact == .kernelIR { return ([Array(KernelPrinter().print(program).utf8)], report) }
+        let (program, irText) = try lower(path: path, report: &report, fusion: artifact != .unfusedKernelIR)
+        if artifact == .kernelIR || artifact == .unfusedKernelIR { return ([Array(KernelPrinter().print(program).utf8)], report) }
         let target = try HostTarget(), quickTarget = try HostTarget(optimized: false)
         let context = LLVMContextCreate()!
         defer { LLVMContextDispose(context) }

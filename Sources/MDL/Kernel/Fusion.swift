@@ -35,6 +35,7 @@ extension FunctionLowering {
                 guard op.results.count == 1 else { continue }
                 producers[op.results[0].id] = op
                 blockOf[op.results[0].id] = id
+                guard fusion else { continue }
                 let u = users[op.results[0].id] ?? []
                 if op.op == .transpose, let perm = op.attrs["perm"]?.ints, perm.count >= 2,
                    perm == Array(0..<(perm.count - 2)) + [perm.count - 1, perm.count - 2], !u.isEmpty, u.allSatisfy({ $0.op == .matmul }) {

@@ -6,11 +6,14 @@
 public enum Lowering {
     public struct Failure: Error, CustomStringConvertible { public let description: String }
 
-    static func run(_ module: Module) throws -> KernelProgram {
+    /// `fusion` false: every op its own kernel and every transpose computed (the reference the
+    /// fused program is tested against; `mdlc dump-ir --after lower`).
+    static func run(_ module: Module, fusion: Bool = true) throws -> KernelProgram {
         let globalIndex = Dictionary(module.globals.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
         var functions: [EntryFunction] = []
         for f in module.functions {
             var l = FunctionLowering(function: f, module: module, globalIndex: globalIndex)
+            l.fusion = fusion
             functions.append(try l.lower())
         }
         return KernelProgram(module: module, functions: functions)
@@ -34,6 +37,8 @@ struct FunctionLowering {
     var producers: [Int: Operation] = [:]
     /// Sums whose kernel computes the matmul they reduce (Fusion.swift).
     var summedProducts: Set<Int> = []
+    /// Whether kernels fuse (Fusion.swift); off, every op is its own kernel.
+    var fusion = true
     /// Scratch buffers the op being lowered needs for the duration of its kernel.
     var scratchBuffers: [BufferID] = []
 
