@@ -129,23 +129,23 @@ final class BinaryTests: XCTestCase {
     }
 
     /// `--profile` reports each kernel call site of the timed steps, and the GEMM time inside
-    /// the kernels that multiply matrices (and none inside the others).
+    /// the kernels that multiply matrices (never more than the kernel's own time).
     func testProfileReportsKernelsAndGEMMTime() throws {
         let r = run(try binary(model("mlp_mnist")), ["bench", "--steps", "3", "--warmup", "2", "--threads", "1", "--profile"])
         XCTAssertEqual(r.status, 0, r.output)
         XCTAssertTrue(r.output.contains("profile: "), r.output)
-        // Rows: ms, %, calls, GEMM ms, then "<kernel>: <op>" (kernel rows) or the ops (op rows).
+        // Kernel rows: ms, %, calls, GEMM ms, "<function>.k<n>.<ops>:", then the op's text.
         let rows = r.output.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true) }
             .filter { $0.count >= 6 && $0[4].hasSuffix(":") && $0[4].contains(".k") }
-        let products = rows.filter { $0[4].hasSuffix(".matmul:") }
-        XCTAssertFalse(products.isEmpty, r.output)
+        XCTAssertGreaterThan(rows.count, 10, r.output)
         for row in rows {
             XCTAssertEqual(row[2], "3", "a kernel of the 3 timed steps: \(row.joined(separator: " "))")
-            let gemm = Double(row[3]) ?? -1
-            if !row[4].hasSuffix(".matmul:") && !row[4].contains("sum") { XCTAssertEqual(gemm, 0, row.joined(separator: " ")) }
+            XCTAssertLessThanOrEqual(Double(row[3]) ?? .infinity, (Double(row[0]) ?? 0) + 0.001, row.joined(separator: " "))
         }
-        // The first layer's product (64 x 784 x 128) takes measurable time.
-        XCTAssertGreaterThan(Double(products[0][3]) ?? 0, 0, products[0].joined(separator: " "))
+        // The first layer's product (64 x 784 x 128, with its bias-add and ReLU) takes measurable GEMM time.
+        let products = rows.filter { $0.joined(separator: " ").contains("matmul") }
+        XCTAssertGreaterThan(products.compactMap { Double($0[3]) }.max() ?? 0, 0, r.output)
+        XCTAssertTrue(rows.filter { !$0.joined(separator: " ").contains("matmul") }.contains { Double($0[3]) == 0 }, r.output)
     }
 
     /// A run stopped after 300 updates and resumed to 1000 ends with the same bytes as an uninterrupted run.

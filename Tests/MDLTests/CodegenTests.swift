@@ -210,6 +210,15 @@ final class CodegenTests: XCTestCase {
         proc g(x: f32[N, 1], w: f32[1, M]) { x @ w }
         proc h(x: f32[2, N, 5], w: f32[5, 3], v: f32[4, 5]) { x @ w + x @ transpose(v, [1, 0])[:, :3] }
         """, sizes: [1, 3, 17, 33, 200], tolerance: 1e-5)
+        // GEMM epilogues: bias-adds (either side, batched rows), activations, two products added.
+        try check("""
+        proc a(x: f32[N, 5], w: f32[5, 3], b: f32[3]) { relu(x @ w + b) }
+        proc b(x: f32[N, 5], w: f32[5, 3], b: f32[3]) { tanh(b + x @ w) * 0.5 }
+        proc c(x: f32[2, N, 5], w: f32[5, 3], b: f32[3]) { gelu(x @ w + b) }
+        proc d(x: f32[N, 5], w: f32[5, 3], y: f32[N, 4], v: f32[4, 3]) { x @ w + y @ v }
+        proc e(x: f32[N, 5], w: f32[5, 3], s: f32[N, 3]) { sigmoid(x @ w - s) }
+        proc f(x: f32[N, 5], w: f32[5, 3]) { exp(x @ w) }
+        """, sizes: [1, 3, 17, 33, 200], tolerance: 1e-5)
         // Sums of products over the batch: up to 6N = 1200 float32 products per element.
         try check("""
         proc i(x: f32[3, N, 5], y: f32[3, N, 4]) { sum(swapaxes(x, 1, 2) @ y, axis = 0) }

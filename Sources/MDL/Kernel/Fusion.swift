@@ -4,7 +4,11 @@
 /// broadcasts cost nothing to recompute, so they are inlined into every such consumer.
 /// Chains like `(x - m) * rsqrt(v + eps) * gamma + beta` or `exp(x - max)` summed become one
 /// kernel, one pass over memory. A matmul whose only use sums its batch axes (a weight's
-/// gradient) is computed by the sum's kernel, without the batch of products.
+/// gradient) is computed by the sum's kernel, without the batch of products. A matmul whose
+/// only use is an elementwise chain of its shape (bias-add, activation) is computed by the
+/// chain's kernel: the GEMM writes the kernel's result, which starts as the bias when the
+/// chain begins with an add (the GEMM accumulates onto it, so the add costs no pass), and
+/// the rest of the chain runs over the result in place.
 extension FunctionLowering {
     static let elementwiseOps: Set<OpKind> = OpKind.unary.union(OpKind.binary).union([.select, .cast])
     /// Ops whose kernels read their operands through `element`, so they can absorb producers.
@@ -15,12 +19,16 @@ extension FunctionLowering {
     /// Nested loop bodies are planned on their own: nothing fuses across a block boundary.
     mutating func planKernels(_ body: Block) {
         var users: [Int: [(op: OpKind, block: Int)]] = [:]
+        var consumers: [Int: [Operation]] = [:]
         var blockCount = 0
         func scan(_ b: Block) {
             let id = blockCount
             blockCount += 1
             for op in b.operations {
-                for v in op.operands { users[v.id, default: []].append((op.op, id)) }
+                for v in op.operands {
+                    users[v.id, default: []].append((op.op, id))
+                    consumers[v.id, default: []].append(op)
+                }
                 op.regions.forEach(scan)
             }
         }
@@ -53,6 +61,23 @@ extension FunctionLowering {
             }
         }
         visit(body)
+        guard fusion else { return }
+        // GEMM epilogues: from a single-use matmul up its chain of fused single-use elementwise
+        // ops of the same shape to the chain's kernel.
+        // (One per kernel: of two products added together, the first in program order is the bias of the second.)
+        for (id, product) in producers.sorted(by: { $0.key < $1.key }) where product.op == .matmul && !fused.contains(id) && type(product.results[0]).dtype == .f32 {
+            let shape = type(product.results[0]).shape
+            guard let first = consumers[id], first.count == 1, var root = Optional(first[0]), Self.elementwiseOps.contains(root.op),
+                  blockOf[root.results[0].id] == blockOf[id], type(root.results[0]).shape == shape else { continue }
+            let user = root
+            while fused.contains(root.results[0].id), let next = consumers[root.results[0].id], next.count == 1,
+                  Self.elementwiseOps.contains(next[0].op), type(next[0].results[0]).shape == shape { root = next[0] }
+            guard !fused.contains(root.results[0].id), epilogues[root.results[0].id] == nil, type(root.results[0]).dtype == .f32 else { continue }
+            let bias = user.op == .add && user.operands.count == 2 && user.operands[0] != user.operands[1]
+                ? user.operands[user.operands[0].id == id ? 1 : 0] : nil
+            fused.insert(id)
+            epilogues[root.results[0].id] = Epilogue(product: product, bias: bias, leaf: bias == nil ? id : user.results[0].id)
+        }
     }
 
     /// Whether `sum` adds up exactly the batch axes of the matmul `product`.
@@ -65,6 +90,7 @@ extension FunctionLowering {
     /// broadcasts to (right-aligned). With `flat`, the space is walked by one flat index
     /// and every buffer read has the space's shape or a single element (see `flatReadable`).
     func element(_ v: Value, _ idx: [ScalarExpr], space: [Dim], flat: ScalarExpr? = nil) -> ScalarExpr {
+        if let leaf = epilogueLeaf, leaf.value == v.id { return .load(leaf.buffer, flat ?? flatIndex(idx, space)) }
         guard fused.contains(v.id), let op = producers[v.id] else {
             let shape = type(v).shape
             if let flat { return .load(buf(v), shape == space ? flat : .index(0)) }
@@ -89,6 +115,7 @@ extension FunctionLowering {
     /// Whether `element(v, ...)` over `space` can use one flat index: every buffer it reads
     /// has the space's shape or one element, and no iota needs per-axis indices.
     func flatReadable(_ v: Value, space: [Dim]) -> Bool {
+        if let leaf = epilogueLeaf, leaf.value == v.id { return true }
         guard fused.contains(v.id), let op = producers[v.id] else {
             let shape = type(v).shape
             return shape == space || shape.allSatisfy { $0 == 1 }

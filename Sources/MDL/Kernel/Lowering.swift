@@ -37,6 +37,10 @@ struct FunctionLowering {
     var producers: [Int: Operation] = [:]
     /// Sums whose kernel computes the matmul they reduce (Fusion.swift).
     var summedProducts: Set<Int> = []
+    /// GEMM epilogues by the value of the kernel that computes them (Fusion.swift), and while
+    /// that kernel is lowered, the value its result buffer holds after the GEMM.
+    var epilogues: [Int: Epilogue] = [:]
+    var epilogueLeaf: (value: Int, buffer: BufferID)?
     /// Whether kernels fuse (Fusion.swift); off, every op is its own kernel.
     var fusion = true
     /// Scratch buffers the op being lowered needs for the duration of its kernel.
@@ -216,6 +220,15 @@ struct FunctionLowering {
         let loop = Step.loop(index: index, low: bufferOf[op.operands[0].id]!, high: bufferOf[op.operands[1].id]!, body: steps)
         return (.sequence(setup + [loop]), carried)
     }
+}
+
+/// A matmul computed by the kernel of the elementwise chain that consumes it: the GEMM
+/// accumulates onto `bias` (broadcast into the result first) when the chain starts with
+/// adding it; `leaf` is the value the result holds after the GEMM.
+struct Epilogue {
+    var product: Operation
+    var bias: Value?
+    var leaf: Int
 }
 
 extension Step {

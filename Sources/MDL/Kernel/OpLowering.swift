@@ -46,6 +46,9 @@ extension FunctionLowering {
         let fill = { (value: ScalarExpr) -> KernelStmt in .parallel("i", count, [.store(out, .v("i"), value)], work: 1) }
 
         switch op.op {
+        case _ where epilogues[op.results[0].id] != nil:
+            return makeKernel(op, [out], epilogue(op, epilogues[op.results[0].id]!, out: out))
+
         case _ where Self.elementwiseOps.contains(op.op) || op.op == .broadcast:
             if flatComputable(op, space: shape) {
                 return makeKernel(op, [out], [fill(computed(op, [], space: shape, flat: .v("i")))])
@@ -308,6 +311,27 @@ extension FunctionLowering {
         }
     }
 
+    /// The kernel of an elementwise chain that computes its matmul operand (Fusion.swift): the
+    /// bias broadcast into the result, the GEMM accumulating onto it (or writing it), then the
+    /// rest of the chain in place, unless the chain was only the bias-add.
+    mutating func epilogue(_ root: Operation, _ e: Epilogue, out: BufferID) -> [KernelStmt] {
+        let shape = type(root.results[0]).shape
+        var body: [KernelStmt] = []
+        if let bias = e.bias {
+            body += parallelNest(shape) { idx in [.store(out, flatIndex(idx, shape), element(bias, idx, space: shape))] }
+        }
+        body += matmul(e.product, out: out).map { $0.accumulating(e.bias != nil) }
+        guard e.leaf != root.results[0].id else { return body }
+        epilogueLeaf = (e.leaf, out)
+        defer { epilogueLeaf = nil }
+        if flatComputable(root, space: shape) {
+            body.append(.parallel("i", ScalarExpr(shape.reduce(Dim(1), *)), [.store(out, .v("i"), computed(root, [], space: shape, flat: .v("i")))], work: 1))
+        } else {
+            body += parallelNest(shape) { idx in [.store(out, flatIndex(idx, shape), computed(root, idx, space: shape))] }
+        }
+        return body
+    }
+
     /// `sum` over the batch axes of a batched matmul (a weight's gradient: the sum over examples
     /// of x[b]^T dy[b]) without the batch of products: when a is stored [batch, k, m] (transposed)
     /// and b [batch, k, n], the batch and k axes are one contraction axis of a single product;
@@ -483,6 +507,20 @@ extension FunctionLowering {
                 ]),
                 .store(out, .v("i"), .convert(.v("arg"), .i32)),
             ])]
+        }
+    }
+}
+
+extension KernelStmt {
+    /// The statement with its GEMMs adding onto their output (beta 1) when `accumulate`.
+    func accumulating(_ accumulate: Bool) -> KernelStmt {
+        switch self {
+        case .gemm(var g):
+            g.accumulate = g.accumulate || accumulate
+            return .gemm(g)
+        case .loop(let v, let n, let body): return .loop(v, n, body.map { $0.accumulating(accumulate) })
+        case .parallel(let v, let n, let body, let work): return .parallel(v, n, body.map { $0.accumulating(accumulate) }, work: work)
+        default: return self
         }
     }
 }
