@@ -29,12 +29,26 @@ static void chunk_bounds(int64_t n, int chunks, int c, int64_t *lo, int64_t *hi)
     *hi = n * (c + 1) / chunks;
 }
 
+/* Waiting threads spin this many pauses (tens of microseconds) before they block: kernels
+ * follow each other within microseconds, and a blocked thread takes far longer to wake (and
+ * the scheduler tends to wake it on the busy core). */
+#define SPIN_PAUSES 4000
+
+static inline void pause_briefly(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
+
 static void *worker(void *arg) {
     int id = (int)(intptr_t)arg;
     inside_job = is_worker = true;
     flush_subnormals();
     uint64_t seen = 0;
     for (;;) {
+        for (int i = 0; i < SPIN_PAUSES && __atomic_load_n(&pool.generation, __ATOMIC_ACQUIRE) == seen; i++) pause_briefly();
         pthread_mutex_lock(&pool.mu);
         while (pool.generation == seen) pthread_cond_wait(&pool.go, &pool.mu);
         seen = pool.generation;
@@ -48,7 +62,7 @@ static void *worker(void *arg) {
         chunk_bounds(n, chunks, id, &lo, &hi);
         body(ctx, lo, hi);
         pthread_mutex_lock(&pool.mu);
-        if (--pool.pending == 0) pthread_cond_signal(&pool.done);
+        if (__atomic_sub_fetch(&pool.pending, 1, __ATOMIC_RELEASE) == 0) pthread_cond_signal(&pool.done);
         pthread_mutex_unlock(&pool.mu);
     }
     return NULL;
@@ -103,7 +117,7 @@ void mdl_parallel_for(int64_t n, void (*body)(void *ctx, int64_t lo, int64_t hi)
     pool.body = body;
     pool.ctx = ctx;
     pool.pending = chunks - 1;
-    pool.generation++;
+    __atomic_store_n(&pool.generation, pool.generation + 1, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&pool.go);
     pthread_mutex_unlock(&pool.mu);
 
@@ -113,6 +127,7 @@ void mdl_parallel_for(int64_t n, void (*body)(void *ctx, int64_t lo, int64_t hi)
     body(ctx, lo, hi);
     inside_job = false;
 
+    for (int i = 0; i < SPIN_PAUSES && __atomic_load_n(&pool.pending, __ATOMIC_ACQUIRE) > 0; i++) pause_briefly();
     pthread_mutex_lock(&pool.mu);
     while (pool.pending > 0) pthread_cond_wait(&pool.done, &pool.mu);
     pthread_mutex_unlock(&pool.mu);

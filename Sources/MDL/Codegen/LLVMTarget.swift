@@ -21,11 +21,16 @@ final class HostTarget {
     /// `optimized` false: the fastest instruction selection and register allocation, for code
     /// whose speed does not matter (the entry functions).
     init(optimized: Bool = true) throws {
+        (machine, triple) = try Self.machine(optimized: optimized, codeModel: LLVMCodeModelDefault)
+    }
+
+    /// A target machine for the host, owned by the caller.
+    static func machine(optimized: Bool, codeModel: LLVMCodeModel) throws -> (LLVMTargetMachineRef, String) {
         LLVMInitializeNativeTarget()
         LLVMInitializeNativeAsmPrinter()
         let t = LLVMGetDefaultTargetTriple()!
         defer { LLVMDisposeMessage(t) }
-        triple = String(cString: t)
+        let triple = String(cString: t)
         var target: LLVMTargetRef?
         var message: UnsafeMutablePointer<CChar>?
         guard LLVMGetTargetFromTriple(t, &target, &message) == 0, let target else {
@@ -35,10 +40,10 @@ final class HostTarget {
         }
         let cpu = LLVMGetHostCPUName()!, features = LLVMGetHostCPUFeatures()!
         defer { LLVMDisposeMessage(cpu); LLVMDisposeMessage(features) }
-        guard let m = LLVMCreateTargetMachine(target, t, cpu, features, optimized ? LLVMCodeGenLevelAggressive : LLVMCodeGenLevelNone, LLVMRelocPIC, LLVMCodeModelDefault) else {
+        guard let m = LLVMCreateTargetMachine(target, t, cpu, features, optimized ? LLVMCodeGenLevelAggressive : LLVMCodeGenLevelNone, LLVMRelocPIC, codeModel) else {
             throw LLVMFailure(description: "cannot create a target machine for \(triple)")
         }
-        machine = m
+        return (m, triple)
     }
 
     deinit { LLVMDisposeTargetMachine(machine) }
@@ -85,11 +90,18 @@ final class JIT {
     private let jit: LLVMOrcLLJITRef
     private let context: LLVMOrcThreadSafeContextRef
 
-    init() throws {
+    /// `optimized` false: the fastest instruction selection (code whose speed does not matter).
+    init(optimized: Bool = true) throws {
         LLVMInitializeNativeTarget()
         LLVMInitializeNativeAsmPrinter()
+        var builder: LLVMOrcLLJITBuilderRef?
+        if !optimized {
+            builder = LLVMOrcCreateLLJITBuilder()
+            let (machine, _) = try HostTarget.machine(optimized: false, codeModel: LLVMCodeModelJITDefault)
+            LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(builder, LLVMOrcJITTargetMachineBuilderCreateFromTargetMachine(machine))
+        }
         var j: LLVMOrcLLJITRef?
-        try LLVMFailure.check(LLVMOrcCreateLLJIT(&j, nil), "creating the JIT")
+        try LLVMFailure.check(LLVMOrcCreateLLJIT(&j, builder), "creating the JIT")
         jit = j!
         var generator: LLVMOrcDefinitionGeneratorRef?
         try LLVMFailure.check(LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(&generator, LLVMOrcLLJITGetGlobalPrefix(jit), nil, nil), "searching the process")

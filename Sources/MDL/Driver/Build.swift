@@ -97,8 +97,9 @@ extension Driver {
 
     /// The two LLVM modules of a program (kernels optimized with `default<O3>`, entry functions
     /// as emitted), verified; the caller owns them.
+    /// `optimize` false skips `default<O3>` (tests that only compare results).
     static func generate(_ program: KernelProgram, hash: UInt64, context: LLVMContextRef, withMain: Bool,
-                         target: HostTarget, quickTarget: HostTarget) throws -> (LLVMModuleRef, LLVMModuleRef) {
+                         target: HostTarget, quickTarget: HostTarget, optimize: Bool = true) throws -> (LLVMModuleRef, LLVMModuleRef) {
         let kernels = LLVMModuleCreateWithNameInContext(program.module.name + ".kernels", context)!
         let entries = LLVMModuleCreateWithNameInContext(program.module.name, context)!
         do {
@@ -111,7 +112,7 @@ extension Driver {
                     throw BuildError(description: "internal compiler error: invalid LLVM IR for @\(program.module.name): \(text.prefix(2000))")
                 }
             }
-            try target.optimize(kernels)
+            if optimize { try target.optimize(kernels) } else { target.adopt(kernels) }
             quickTarget.adopt(entries)
             return (kernels, entries)
         } catch {

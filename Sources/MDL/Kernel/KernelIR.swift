@@ -51,7 +51,7 @@ enum ScalarOp: String {
 }
 
 /// A scalar expression; its type follows from its operands (see `KernelTypes`).
-indirect enum ScalarExpr {
+indirect enum ScalarExpr: Equatable {
     case index(Int)                        // i64 constant
     case constant(Double, ScalarType)      // f32/i32/bool/f64 constant
     case size(String)                      // run-time value of a symbolic size (i64)

@@ -148,7 +148,11 @@ struct FunctionLowering {
             }
         }
         // State updates take effect when the function returns.
-        if top { steps += writeInPlace(&steps, allocated: &allocated, results: results).map { .copy(to: $0.global, from: $0.value) } }
+        if top {
+            let copies = writeInPlace(&steps, allocated: &allocated, results: results)
+            if fusion { mergeStateUpdates(&steps) }
+            steps += copies.map { .copy(to: $0.global, from: $0.value) }
+        }
         // Free every temporary of this block after its last use, except what the block returns
         // (a function's results are handed to the caller, a loop body's are copied by the loop).
         let keep = Set(results)

@@ -1,0 +1,117 @@
+/// Merging state updates: after the in-place writes (InPlace.swift), an optimizer step is a
+/// few flat kernels per parameter: the moments (written into their globals), then the
+/// parameter, which reads the new moments at the element it writes. A flat kernel that only
+/// writes globals moves down into a later flat kernel over the same elements when nothing in
+/// between touches what it writes or writes what it reads, and the two kernels exchange values
+/// only at the element being computed: one pass computes m, v and the parameter (Adam reads the
+/// gradient and the moments once, and every parameter's update is one kernel).
+extension FunctionLowering {
+    func mergeStateUpdates(_ steps: inout [Step]) {
+        var b = steps.count - 1
+        while b > 0 {
+            defer { b -= 1 }
+            guard case .kernel(var later, let op) = steps[b], let laterLoop = FlatLoop(later) else { continue }
+            var a = b - 1
+            var merged = 0
+            while a >= 0 {
+                defer { a -= 1 }
+                guard case .kernel(let earlier, _) = steps[a], let earlierLoop = FlatLoop(earlier), earlierLoop.extent == laterLoop.extent,
+                      earlierLoop.written.allSatisfy({ buffers[$0.id].role.isGlobal }) else { continue }
+                let between = steps[(a + 1)..<b]
+                guard between.allSatisfy({ s in s.buffersUsed.allSatisfy { !earlierLoop.written.contains($0) } && s.buffersWritten.allSatisfy { !earlierLoop.read.contains($0) } }),
+                      laterLoop.readsOnlyAtTheElement(earlierLoop.written), earlierLoop.readsOnlyAtTheElement(laterLoop.written) else { continue }
+                let loop = FlatLoop(later)!
+                later.body = [.parallel(loop.variable, loop.extent, earlierLoop.stores(as: loop.variable) + loop.stores(as: loop.variable), work: 1)]
+                for x in earlier.buffers where !later.buffers.contains(x) { later.buffers.append(x) }
+                merged += 1
+                steps.remove(at: a)
+                b -= 1
+            }
+            if merged > 0 {
+                later.name += ".merged\(merged + 1)"
+                steps[b] = .kernel(later, sourceOp: op)
+            }
+        }
+    }
+}
+
+/// A kernel that is one parallel loop over flat elements storing at the loop index.
+struct FlatLoop {
+    let variable: String
+    let extent: ScalarExpr
+    let body: [KernelStmt]
+
+    init?(_ k: Kernel) {
+        guard k.body.count == 1, case .parallel(let v, let n, let body, work: 1) = k.body[0],
+              body.allSatisfy({ if case .store(_, .variable(v), _) = $0 { return true }; return false }) else { return nil }
+        variable = v
+        extent = n
+        self.body = body
+    }
+
+    var written: [BufferID] { body.compactMap { if case .store(let b, _, _) = $0 { return b }; return nil } }
+    var read: [BufferID] { body.flatMap { if case .store(_, _, let x) = $0 { return x.buffers }; return [] } }
+
+    /// Whether every load of `buffers` is at the loop's own element.
+    func readsOnlyAtTheElement(_ buffers: [BufferID]) -> Bool {
+        body.allSatisfy { s in
+            guard case .store(_, _, let x) = s else { return false }
+            return buffers.allSatisfy { b in x.loadIndices(of: b).allSatisfy { if case .variable(variable) = $0 { return true }; return false } }
+        }
+    }
+
+    /// The stores with the loop variable renamed.
+    func stores(as name: String) -> [KernelStmt] {
+        body.map { s in
+            guard case .store(let b, _, let x) = s else { return s }
+            return .store(b, .variable(name), x.substituting(variable, with: .variable(name)))
+        }
+    }
+}
+
+extension BufferRole {
+    var isGlobal: Bool { if case .global = self { return true }; return false }
+}
+
+extension Step {
+    /// The buffers a step may write (a loop: everything it uses).
+    var buffersWritten: [BufferID] {
+        switch self {
+        case .alloc(let b): return [b]
+        case .free: return []
+        case .copy(let to, _): return [to]
+        case .kernel(let k, _): return k.body.flatMap(\.buffersStored)
+        case .loop, .sequence: return buffersUsed
+        }
+    }
+}
+
+extension KernelStmt {
+    /// The buffers a statement stores to (a GEMM: its output).
+    var buffersStored: [BufferID] {
+        switch self {
+        case .store(let b, _, _): return [b]
+        case .gemm(let g): return [g.c]
+        case .loop(_, _, let body), .parallel(_, _, let body, _), .when(_, let body): return body.flatMap(\.buffersStored)
+        case .bind, .declare, .assign, .accumulate, .fail: return []
+        }
+    }
+}
+
+extension ScalarExpr {
+    /// The expression with a variable replaced.
+    func substituting(_ name: String, with e: ScalarExpr) -> ScalarExpr {
+        let r = { (x: ScalarExpr) in x.substituting(name, with: e) }
+        switch self {
+        case .variable(name): return e
+        case .load(let b, let i): return .load(b, r(i))
+        case .unary(let op, let x): return .unary(op, r(x))
+        case .convert(let x, let t): return .convert(r(x), t)
+        case .table(let values, let t, let x): return .table(values, t, r(x))
+        case .binary(let op, let a, let b): return .binary(op, r(a), r(b))
+        case .select(let c, let a, let b): return .select(r(c), r(a), r(b))
+        case .call(let op, let args): return .call(op, args.map(r))
+        case .index, .constant, .size, .variable: return self
+        }
+    }
+}
