@@ -49,15 +49,20 @@ extension ScalarExpr {
     }
 
     func renaming(_ from: BufferID, to: BufferID) -> ScalarExpr {
-        let r = { (e: ScalarExpr) in e.renaming(from, to: to) }
+        if case .load(let b, let i) = self { return .load(b == from ? to : b, i.renaming(from, to: to)) }
+        return mappingChildren { $0.renaming(from, to: to) }
+    }
+
+    /// The expression with `f` applied to each direct subexpression.
+    func mappingChildren(_ f: (ScalarExpr) -> ScalarExpr) -> ScalarExpr {
         switch self {
-        case .load(let b, let i): return .load(b == from ? to : b, r(i))
-        case .unary(let op, let x): return .unary(op, r(x))
-        case .convert(let x, let t): return .convert(r(x), t)
-        case .table(let values, let t, let x): return .table(values, t, r(x))
-        case .binary(let op, let a, let b): return .binary(op, r(a), r(b))
-        case .select(let c, let a, let b): return .select(r(c), r(a), r(b))
-        case .call(let op, let args): return .call(op, args.map(r))
+        case .load(let b, let i): return .load(b, f(i))
+        case .unary(let op, let x): return .unary(op, f(x))
+        case .convert(let x, let t): return .convert(f(x), t)
+        case .table(let values, let t, let x): return .table(values, t, f(x))
+        case .binary(let op, let a, let b): return .binary(op, f(a), f(b))
+        case .select(let c, let a, let b): return .select(f(c), f(a), f(b))
+        case .call(let op, let args): return .call(op, args.map(f))
         case .index, .constant, .size, .variable: return self
         }
     }

@@ -289,25 +289,41 @@ extension FunctionLowering {
         }
     }
 
-    func matmul(_ op: Operation, out: BufferID) -> [KernelStmt] {
+    /// A matmul's operands (transposes folded) and sizes: C[batch][m,n] = A[aBatch][m,k] B[bBatch][k,n].
+    struct Product {
+        var a, b: (buffer: BufferID, shape: [Dim], transposed: Bool)
+        var m, n, k: Dim
+        var batch, aBatch, bBatch: [Dim]
+    }
+
+    func product(_ op: Operation) -> Product {
         let shape = type(op.results[0]).shape
         let ops = matmulOperands(op)
         let (a, b) = (ops[0], ops[1])
-        let m = shape[shape.count - 2], n = shape[shape.count - 1]
-        let k = a.transposed ? a.shape[a.shape.count - 2] : a.shape[a.shape.count - 1]
-        let batch = Array(shape.dropLast(2))
-        let aBatch = Array(a.shape.dropLast(2)), bBatch = Array(b.shape.dropLast(2))
+        return Product(a: a, b: b, m: shape[shape.count - 2], n: shape[shape.count - 1],
+                       k: a.transposed ? a.shape[a.shape.count - 2] : a.shape[a.shape.count - 1],
+                       batch: Array(shape.dropLast(2)), aBatch: Array(a.shape.dropLast(2)), bBatch: Array(b.shape.dropLast(2)))
+    }
+
+    /// The GEMM of the batch element at `idx` (operands broadcast), writing (or adding onto) C at `cOffset`.
+    func gemm(_ p: Product, at idx: [ScalarExpr], out: BufferID, cOffset: ScalarExpr, accumulate: Bool) -> KernelStmt {
+        .gemm(Gemm(a: p.a.buffer, aOffset: broadcastIndex(idx, operand: p.aBatch) * ScalarExpr(p.m * p.k), transposeA: p.a.transposed,
+                   b: p.b.buffer, bOffset: broadcastIndex(idx, operand: p.bBatch) * ScalarExpr(p.k * p.n), transposeB: p.b.transposed,
+                   c: out, cOffset: cOffset, m: ScalarExpr(p.m), n: ScalarExpr(p.n), k: ScalarExpr(p.k), accumulate: accumulate))
+    }
+
+    func matmul(_ op: Operation, out: BufferID) -> [KernelStmt] {
+        let p = product(op)
         // A batch of rows times one matrix (a linear layer on [batch, tokens, features]) is one
         // product with the batch folded into the rows.
-        if !batch.isEmpty && !a.transposed && aBatch == batch && bBatch.allSatisfy({ $0 == 1 }) {
-            return [.gemm(Gemm(a: a.buffer, aOffset: .index(0), transposeA: false, b: b.buffer, bOffset: .index(0), transposeB: b.transposed,
-                               c: out, cOffset: .index(0), m: ScalarExpr(batch.reduce(m, *)), n: ScalarExpr(n), k: ScalarExpr(k), accumulate: false))]
+        if !p.batch.isEmpty && !p.a.transposed && p.aBatch == p.batch && p.bBatch.allSatisfy({ $0 == 1 }) {
+            var folded = p
+            (folded.m, folded.batch, folded.aBatch, folded.bBatch) = (p.batch.reduce(p.m, *), [], [], [])
+            return [gemm(folded, at: [], out: out, cOffset: .index(0), accumulate: false)]
         }
         // A batch of products runs over the pool, each product whole on one thread.
-        return parallelNest(batch, prefix: "n", work: staticWork([m, n, k][...])) { idx in
-            [.gemm(Gemm(a: a.buffer, aOffset: broadcastIndex(idx, operand: aBatch) * ScalarExpr(m * k), transposeA: a.transposed,
-                        b: b.buffer, bOffset: broadcastIndex(idx, operand: bBatch) * ScalarExpr(k * n), transposeB: b.transposed,
-                        c: out, cOffset: flatIndex(idx, batch) * ScalarExpr(m * n), m: ScalarExpr(m), n: ScalarExpr(n), k: ScalarExpr(k), accumulate: false))]
+        return parallelNest(p.batch, prefix: "n", work: staticWork([p.m, p.n, p.k][...])) { idx in
+            [gemm(p, at: idx, out: out, cOffset: flatIndex(idx, p.batch) * ScalarExpr(p.m * p.n), accumulate: false)]
         }
     }
 
@@ -336,24 +352,15 @@ extension FunctionLowering {
     /// of x[b]^T dy[b]) without the batch of products: when a is stored [batch, k, m] (transposed)
     /// and b [batch, k, n], the batch and k axes are one contraction axis of a single product;
     /// otherwise the products accumulate into the result one by one.
-    func summedMatmul(_ product: Operation, out: BufferID) -> [KernelStmt] {
-        let shape = type(product.results[0]).shape
-        let ops = matmulOperands(product)
-        let (a, b) = (ops[0], ops[1])
-        let m = shape[shape.count - 2], n = shape[shape.count - 1]
-        let k = a.transposed ? a.shape[a.shape.count - 2] : a.shape[a.shape.count - 1]
-        let batch = Array(shape.dropLast(2))
-        let aBatch = Array(a.shape.dropLast(2)), bBatch = Array(b.shape.dropLast(2))
-        if a.transposed && !b.transposed && aBatch == batch && bBatch == batch {
-            return [.gemm(Gemm(a: a.buffer, aOffset: .index(0), transposeA: true, b: b.buffer, bOffset: .index(0), transposeB: false,
-                               c: out, cOffset: .index(0), m: ScalarExpr(m), n: ScalarExpr(n), k: ScalarExpr(batch.reduce(k, *)), accumulate: false))]
+    func summedMatmul(_ op: Operation, out: BufferID) -> [KernelStmt] {
+        let p = product(op)
+        if p.a.transposed && !p.b.transposed && p.aBatch == p.batch && p.bBatch == p.batch {
+            var folded = p
+            (folded.k, folded.batch, folded.aBatch, folded.bBatch) = (p.batch.reduce(p.k, *), [], [], [])
+            return [gemm(folded, at: [], out: out, cOffset: .index(0), accumulate: false)]
         }
-        let zero = KernelStmt.parallel("i", ScalarExpr(m * n), [.store(out, .v("i"), .f32(0))], work: 1)
-        return [zero] + loopNest(batch, prefix: "n") { idx in
-            [.gemm(Gemm(a: a.buffer, aOffset: broadcastIndex(idx, operand: aBatch) * ScalarExpr(m * k), transposeA: a.transposed,
-                        b: b.buffer, bOffset: broadcastIndex(idx, operand: bBatch) * ScalarExpr(k * n), transposeB: b.transposed,
-                        c: out, cOffset: .index(0), m: ScalarExpr(m), n: ScalarExpr(n), k: ScalarExpr(k), accumulate: true))]
-        }
+        let zero = KernelStmt.parallel("i", ScalarExpr(p.m * p.n), [.store(out, .v("i"), .f32(0))], work: 1)
+        return [zero] + loopNest(p.batch, prefix: "n") { idx in [gemm(p, at: idx, out: out, cOffset: .index(0), accumulate: true)] }
     }
 
     // MARK: convolutions and pooling

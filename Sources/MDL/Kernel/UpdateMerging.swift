@@ -101,17 +101,7 @@ extension KernelStmt {
 extension ScalarExpr {
     /// The expression with a variable replaced.
     func substituting(_ name: String, with e: ScalarExpr) -> ScalarExpr {
-        let r = { (x: ScalarExpr) in x.substituting(name, with: e) }
-        switch self {
-        case .variable(name): return e
-        case .load(let b, let i): return .load(b, r(i))
-        case .unary(let op, let x): return .unary(op, r(x))
-        case .convert(let x, let t): return .convert(r(x), t)
-        case .table(let values, let t, let x): return .table(values, t, r(x))
-        case .binary(let op, let a, let b): return .binary(op, r(a), r(b))
-        case .select(let c, let a, let b): return .select(r(c), r(a), r(b))
-        case .call(let op, let args): return .call(op, args.map(r))
-        case .index, .constant, .size, .variable: return self
-        }
+        if case .variable(name) = self { return e }
+        return mappingChildren { $0.substituting(name, with: e) }
     }
 }
