@@ -140,6 +140,12 @@ struct EntryEmitter {
                     let status = t.call(b, "mdl.after", t.i32, [rc, pointer(out), n, functionName, t.int(op), LLVMBuildGlobalStringPtr(b, f.opTexts[op], ""),
                                                                  start, LLVMBuildGlobalStringPtr(b, k.name, "")])
                     returnIfNonzero(status, &s)
+                    // A kernel that also updates other state (merged optimizer updates) has those checked too.
+                    for g in Set(k.body.flatMap(\.buffersStored)).sorted(by: { $0.id < $1.id }) where g != out && f.info(g).role != .temporary && f.info(g).dtype == .f32 {
+                        let count = local.value(ScalarExpr(f.info(g).count), &s, as: .index).0
+                        returnIfNonzero(t.call(b, "mdl.after", t.i32, [t.int(0, t.i32), pointer(g), count, functionName, t.int(op), LLVMBuildGlobalStringPtr(b, f.opTexts[op], ""),
+                                                                         t.int(0), LLVMBuildGlobalStringPtr(b, k.name, "")]), &s)
+                    }
                 case .loop(let index, let low, let high, let body):
                     let lo = LLVMBuildLoad2(b, t.i32, pointer(low), "lo")!, hi = LLVMBuildLoad2(b, t.i32, pointer(high), "hi")!
                     let preheader = LLVMGetInsertBlock(b)

@@ -117,7 +117,7 @@ struct KernelEmitter {
         let capturedValues = captured.map { s.scope[$0]!.0 }
         let b = s.builder, k = s.kernel
         let (n, _) = value(extent, &s, as: .index)
-        let count = Int(LLVMCountParams(s.fn))
+        let count = k.buffers.count + 1  // the kernel's buffers and sizes (also the first parameters of a .part function)
         s.parallelLoops += 1
         let serial = "\(LLVMGetValueName2String(s.fn)).part\(s.parallelLoops)"
         var (bodyFn, inner) = function(serial, k, result: t.void, extra: [t.i64, t.i64] + captured.map { _ in t.i64 })

@@ -10,7 +10,7 @@ extension FunctionLowering {
         var b = steps.count - 1
         while b > 0 {
             defer { b -= 1 }
-            guard case .kernel(var later, let op) = steps[b], let laterLoop = FlatLoop(later) else { continue }
+            guard case .kernel(var later, let op) = steps[b], var laterLoop = FlatLoop(later) else { continue }
             var a = b - 1
             var merged = 0
             while a >= 0 {
@@ -20,9 +20,9 @@ extension FunctionLowering {
                 let between = steps[(a + 1)..<b]
                 guard between.allSatisfy({ s in s.buffersUsed.allSatisfy { !earlierLoop.written.contains($0) } && s.buffersWritten.allSatisfy { !earlierLoop.read.contains($0) } }),
                       laterLoop.readsOnlyAtTheElement(earlierLoop.written), earlierLoop.readsOnlyAtTheElement(laterLoop.written) else { continue }
-                let loop = FlatLoop(later)!
-                later.body = [.parallel(loop.variable, loop.extent, earlierLoop.stores(as: loop.variable) + loop.stores(as: loop.variable), work: 1)]
+                later.body = [.parallel(laterLoop.variable, laterLoop.extent, earlierLoop.stores(as: laterLoop.variable) + laterLoop.body, work: 1)]
                 for x in earlier.buffers where !later.buffers.contains(x) { later.buffers.append(x) }
+                laterLoop = FlatLoop(later)!  // what the next candidate is checked against includes what just merged
                 merged += 1
                 steps.remove(at: a)
                 b -= 1
