@@ -435,7 +435,7 @@ extension FunctionLowering {
         let col2im: [KernelStmt] = [.parallel("o", o, [.loop("ki", kh, [.loop("kj", kw, [.loop("y", h, [.loop("x", wd, [
             .when(inside, [.store(out, target, .binary(.add, .load(out, target), .load(cols, row * ScalarExpr(hw) + .v("y") * wd + .v("x"))))]),
         ])])])])], work: (ws[2] * ws[3] * hw).constant ?? (1 << 16))]
-        let zero = KernelStmt.loop("i", ScalarExpr(os.reduce(Dim(1), *)), [.store(out, .v("i"), .f32(0))])
+        let zero = KernelStmt.parallel("i", ScalarExpr(os.reduce(Dim(1), *)), [.store(out, .v("i"), .f32(0))], work: 1)
         return makeKernel(op, [out, x, w, cols], [zero, .loop("n", ScalarExpr(xs[0]), [gemm] + col2im)])
     }
 
@@ -455,10 +455,13 @@ extension FunctionLowering {
         let window = ScalarExpr.index(kernel[0] * kernel[1])
         let windowIndex = (ScalarExpr.v("p") * oh + .v("y")) * ow + .v("x")
         func overWindow(_ body: [KernelStmt]) -> KernelStmt { .loop("ki", .index(kernel[0]), [.loop("kj", .index(kernel[1]), [.when(inside, body)])]) }
-        // Each plane p writes only its own outputs (and, for gradients, its own input plane).
+        // Each plane p writes only its own outputs (and, for gradients, its own input plane,
+        // which it first clears).
         let work = (ws[2] * ws[3]).constant.map { $0 * kernel[0] * kernel[1] } ?? 64
-        func overOutputs(_ body: [KernelStmt]) -> KernelStmt { .parallel("p", planes, [.loop("y", oh, [.loop("x", ow, body)])], work: work) }
-        let zero = KernelStmt.loop("i", ScalarExpr(xs.reduce(Dim(1), *)), [.store(out, .v("i"), .f32(0))])
+        let zero = KernelStmt.loop("q", h * wd, [.store(out, ScalarExpr.v("p") * h * wd + .v("q"), .f32(0))])
+        func overOutputs(clearing: Bool = false, _ body: [KernelStmt]) -> KernelStmt {
+            .parallel("p", planes, (clearing ? [zero] : []) + [.loop("y", oh, [.loop("x", ow, body)])], work: work)
+        }
         switch op.op {
         case .maxpool2d:
             return [overOutputs([.declare("acc", .f32(-.infinity)), overWindow([.accumulate("acc", .max, .load(x, at))]),
@@ -468,14 +471,14 @@ extension FunctionLowering {
                                  .store(out, windowIndex, .binary(.div, .v("acc"), .convert(window, .f32)))])]
         case .maxpool2d_grad:
             let g = buf(op.operands[1])
-            return [zero, overOutputs([
+            return [overOutputs(clearing: true, [
                 .declare("best", .f32(-.infinity)), .declare("arg", .index(-1)),
                 overWindow([.bind("v", .load(x, at)), .when(.binary(.gt, .v("v"), .v("best")), [.assign("best", .v("v")), .assign("arg", at)])]),
                 .when(ScalarExpr.index(0).lt(.v("arg") + .index(1)), [.store(out, .v("arg"), .binary(.add, .load(out, .v("arg")), .load(g, windowIndex)))]),
             ])]
         default:
             let g = buf(op.operands[1])
-            return [zero, overOutputs([
+            return [overOutputs(clearing: true, [
                 .bind("share", .binary(.div, .load(g, windowIndex), .convert(window, .f32))),
                 overWindow([.store(out, at, .binary(.add, .load(out, at), .v("share")))]),
             ])]
