@@ -247,6 +247,8 @@ final class CodegenTests: XCTestCase {
         proc a(x: f32[2, 8, 40, 40], w: f32[3, 8, 37, 37]) { conv2d(x, w) }
         proc b(x: f32[3, 2, 9, 9], w: f32[4, 2, 6, 7]) { conv2d(x, w, stride = 2, padding = 1) }
         """, sizes: [1], tolerance: 1e-4)
+        // A transposed convolution whose columns allow 2 images per group: 3 images make a full and a partial group.
+        try check("proc a(x: f32[3, 2, 40, 40], w: f32[2, 4, 16, 16]) { conv2d_transpose(x, w) }", sizes: [1], tolerance: 1e-4)
     }
 
     /// The pooling gradients exist only in differentiated code: a step's `grad.` function against the interpreter's.

@@ -414,7 +414,9 @@ extension FunctionLowering {
         ])])
     }
 
-    /// conv2d_transpose as one GEMM per image, cols[O*KH*KW, H*W] = w[C, O*KH*KW]^T @ x[n][C, H*W], then col2im.
+    /// conv2d_transpose as one GEMM per image, cols[O*KH*KW, H*W] = w[C, O*KH*KW]^T @ x[n][C, H*W], then
+    /// col2im into the image's (first cleared) output. The images of a group (columns near 4M
+    /// floats in all) run in parallel, each with its own columns and its whole GEMM on one thread.
     mutating func transposedConvolution(_ op: Operation, out: BufferID) throws -> Kernel {
         let (x, w) = (buf(op.operands[0]), buf(op.operands[1]))
         let xs = type(op.operands[0]).shape, ws = type(op.operands[1]).shape, os = type(op.results[0]).shape
@@ -423,20 +425,27 @@ extension FunctionLowering {
         let (o, kh, kw) = (ScalarExpr(ws[1]), ScalarExpr(ws[2]), ScalarExpr(ws[3]))
         let (oh, ow) = (ScalarExpr(os[2]), ScalarExpr(os[3]))
         let okk = ws[1] * ws[2] * ws[3], hw = xs[2] * xs[3]
-        let cols = scratch("cols", TensorType(.f32, [okk, hw]))
+        var group = (okk * hw).constant.map { Dim(max(1, (1 << 22) / max(1, $0))) } ?? Dim(1)
+        if let g = group.constant, let n = xs[0].constant, n < g { group = xs[0] }
+        let cols = scratch("cols", TensorType(.f32, [group, okk, hw]))
         let oy = ScalarExpr.v("y") * .index(stride[0]) - .index(pad[0]) + .v("ki")
         let ox = ScalarExpr.v("x") * .index(stride[1]) - .index(pad[1]) + .v("kj")
         let inside = ScalarExpr.index(0).lt(oy + .index(1)).and(oy.lt(oh)).and(ScalarExpr.index(0).lt(ox + .index(1))).and(ox.lt(ow))
         let target = ((ScalarExpr.v("n") * o + .v("o")) * oh + oy) * ow + ox
+        let mine = ScalarExpr.v("gi") * ScalarExpr(okk * hw)
         let row = (ScalarExpr.v("o") * kh + .v("ki")) * kw + .v("kj")
+        let image = ScalarExpr(os[1] * os[2] * os[3])
+        let clear = KernelStmt.loop("q", image, [.store(out, ScalarExpr.v("n") * image + .v("q"), .f32(0))])
         let gemm = KernelStmt.gemm(Gemm(a: w, aOffset: .index(0), transposeA: true, b: x, bOffset: .v("n") * ScalarExpr(xs[1] * hw), transposeB: false,
-                                  c: cols, cOffset: .index(0), m: ScalarExpr(okk), n: ScalarExpr(hw), k: ScalarExpr(xs[1]), accumulate: false))
-        // Output channels write disjoint planes: they run in parallel.
-        let col2im: [KernelStmt] = [.parallel("o", o, [.loop("ki", kh, [.loop("kj", kw, [.loop("y", h, [.loop("x", wd, [
-            .when(inside, [.store(out, target, .binary(.add, .load(out, target), .load(cols, row * ScalarExpr(hw) + .v("y") * wd + .v("x"))))]),
-        ])])])])], work: (ws[2] * ws[3] * hw).constant ?? (1 << 16))]
-        let zero = KernelStmt.parallel("i", ScalarExpr(os.reduce(Dim(1), *)), [.store(out, .v("i"), .f32(0))], work: 1)
-        return makeKernel(op, [out, x, w, cols], [zero, .loop("n", ScalarExpr(xs[0]), [gemm] + col2im)])
+                                  c: cols, cOffset: mine, m: ScalarExpr(okk), n: ScalarExpr(hw), k: ScalarExpr(xs[1]), accumulate: false))
+        let col2im = KernelStmt.loop("o", o, [.loop("ki", kh, [.loop("kj", kw, [.loop("y", h, [.loop("x", wd, [
+            .when(inside, [.store(out, target, .binary(.add, .load(out, target), .load(cols, mine + row * ScalarExpr(hw) + .v("y") * wd + .v("x"))))]),
+        ])])])])])
+        let n = ScalarExpr(xs[0]), g = ScalarExpr(group), first = ScalarExpr.v("grp") * g
+        return makeKernel(op, [out, x, w, cols], [.loop("grp", (n + g - .index(1)) / g, [
+            .bind("count", .binary(.min, g, n - first)),
+            .parallel("gi", .v("count"), [.bind("n", first + .v("gi")), clear, gemm, col2im], work: (okk * hw * xs[1]).constant ?? (1 << 16)),
+        ])])
     }
 
     func pooling(_ op: Operation, out: BufferID) -> [KernelStmt] {
