@@ -190,7 +190,7 @@ int mdl_main(int argc, char **argv, const char *manifest, const mdl_function *fu
     char *def_data = xsprintf("read the data from DIR (default %s)",
                               manifest_data_attr(man, "path") ? manifest_data_attr(man, "path") : "none");
     const flag_t common[] = {
-        {"--threads", "N", "threads for kernels and OpenBLAS (default: the online CPUs)", F_POS, &threads, NULL},
+        {"--threads", "N", "threads for kernels and matrix products (default: the online CPUs)", F_POS, &threads, NULL},
         {"--check-numerics", NULL, "stop at the first op that produces NaN or infinity, and name it", F_BOOL, &check_numerics, NULL},
         {"--profile", NULL, "print the time per kernel and in its GEMMs (by op and by kernel) at the end", F_BOOL, &profile, NULL},
         {"--help", NULL, "show this help", F_BOOL, &help, NULL},
