@@ -132,8 +132,9 @@ struct Build: ParsableCommand {
                 for (name, seconds) in report.stages { print(String(format: "%-22@ %8.1f ms", name as NSString, seconds * 1000)) }
                 print(String(format: "%-22@ %8.1f ms", "total" as NSString, report.stages.reduce(0) { $0 + $1.seconds } * 1000))
                 print("kernels \(report.kernels), GEMM calls \(report.gemmCalls)")
+                let arena = report.arena
                 print(String(format: "arena %.1f MB (@%@ with every size symbol = %d; one arena serves all functions)",
-                             Double(report.arena.bytes) / 1_048_576, report.arena.function, report.arenaSize))
+                             Double(arena.bytes) / 1_048_576, arena.function, report.arenaSize))
             }
         }
     }

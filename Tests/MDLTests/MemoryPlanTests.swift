@@ -49,7 +49,10 @@ final class MemoryPlanTests: XCTestCase {
                             used = [index, low, high]
                             walk(body)
                         case .sequence(let body): walk(body)
-                        case .alloc, .free: break
+                        case .alloc(let b):
+                            // Only results (handed to the caller) are allocated per call; every other temporary is in the arena.
+                            XCTAssert(plan.index[b] != nil || f.outputs.contains(b), "\(what): \(f.info(b).name) is allocated outside the arena")
+                        case .free: break
                         }
                         for b in used { if let i = plan.index[b] { XCTAssert(plan.live[i].first < position && position < plan.live[i].last, "\(what): \(f.info(b).name) used outside its interval") } }
                     }

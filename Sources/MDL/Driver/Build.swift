@@ -17,10 +17,19 @@ extension Driver {
         public var kernels = 0
         public var gemmCalls = 0
         public var objectBytes = 0
-        /// The largest arena among the functions (bytes, its function) when every symbolic size
-        /// is `arenaSize` (the recipe's batch size, else 64).
-        public var arena: (bytes: Int, function: String) = (0, "")
+        /// Every symbolic size when `arena` lays the functions out: the recipe's batch size, else 64.
         public var arenaSize = 64
+        var functions: [EntryFunction] = []
+
+        /// The largest arena among the functions (bytes, its function), laid out on demand
+        /// (`--stats`) rather than in every build.
+        public var arena: (bytes: Int, function: String) {
+            functions.reduce((0, "")) { largest, f in
+                let plan = ArenaPlan(f)
+                let bytes = plan.layout(sizes: plan.sizes(f, Dictionary(uniqueKeysWithValues: f.symbols.map { ($0, arenaSize) }))).total
+                return bytes > largest.0 ? (bytes, f.name) : largest
+            }
+        }
     }
 
     /// What `emit` produces from a compiled program.
@@ -41,12 +50,7 @@ extension Driver {
             let program = try time("lower", &report) { try Lowering.run(m, fusion: fusion) }
             for f in program.functions { count(f.steps, &report) }
             if case .int(let batch)? = m.recipe["batch"] { report.arenaSize = batch }
-            for f in program.functions {
-                let plan = ArenaPlan(f)
-                let env = Dictionary(uniqueKeysWithValues: f.symbols.map { ($0, report.arenaSize) })
-                let bytes = plan.layout(sizes: plan.sizes(f, env)).total
-                if bytes > report.arena.bytes { report.arena = (bytes, f.name) }
-            }
+            report.functions = program.functions
             return (program, irText)
         } catch let e as Lowering.Failure {
             throw BuildError(description: "\(path): error: cannot generate code: \(e.description)")

@@ -18,17 +18,13 @@ extension FunctionLowering {
     /// only by matrix products (folded into the GEMM flags) and fused values (computed inline).
     /// Nested loop bodies are planned on their own: nothing fuses across a block boundary.
     mutating func planKernels(_ body: Block) {
-        var users: [Int: [(op: OpKind, block: Int)]] = [:]
-        var consumers: [Int: [Operation]] = [:]
+        var users: [Int: [(op: Operation, block: Int)]] = [:]
         var blockCount = 0
         func scan(_ b: Block) {
             let id = blockCount
             blockCount += 1
             for op in b.operations {
-                for v in op.operands {
-                    users[v.id, default: []].append((op.op, id))
-                    consumers[v.id, default: []].append(op)
-                }
+                for v in op.operands { users[v.id, default: []].append((op, id)) }
                 op.regions.forEach(scan)
             }
         }
@@ -46,7 +42,7 @@ extension FunctionLowering {
                 guard fusion else { continue }
                 let u = users[op.results[0].id] ?? []
                 if op.op == .transpose, let perm = op.attrs["perm"]?.ints, perm.count >= 2,
-                   perm == Array(0..<(perm.count - 2)) + [perm.count - 1, perm.count - 2], !u.isEmpty, u.allSatisfy({ $0.op == .matmul }) {
+                   perm == Array(0..<(perm.count - 2)) + [perm.count - 1, perm.count - 2], !u.isEmpty, u.allSatisfy({ $0.op.op == .matmul }) {
                     foldedTransposes[op.results[0].id] = op.operands[0]
                     continue
                 }
@@ -55,7 +51,7 @@ extension FunctionLowering {
                     summedProducts.insert(op.results[0].id)
                     fused.insert(p.results[0].id)
                 }
-                guard !u.isEmpty, u.allSatisfy({ Self.fusingConsumers.contains($0.op) && $0.block == id }) else { continue }
+                guard !u.isEmpty, u.allSatisfy({ Self.fusingConsumers.contains($0.op.op) && $0.block == id }) else { continue }
                 let free = (op.op == .constant && op.attrs["value"]?.doubleValue != nil) || op.op == .iota || op.op == .broadcast
                 if free || (Self.elementwiseOps.contains(op.op) && u.count == 1) { fused.insert(op.results[0].id) }
             }
@@ -67,11 +63,11 @@ extension FunctionLowering {
         // (One per kernel: of two products added together, the first in program order is the bias of the second.)
         for (id, product) in producers.sorted(by: { $0.key < $1.key }) where product.op == .matmul && !fused.contains(id) && type(product.results[0]).dtype == .f32 {
             let shape = type(product.results[0]).shape
-            guard let first = consumers[id], first.count == 1, var root = Optional(first[0]), Self.elementwiseOps.contains(root.op),
+            guard let first = users[id], first.count == 1, var root = Optional(first[0].op), Self.elementwiseOps.contains(root.op),
                   blockOf[root.results[0].id] == blockOf[id], type(root.results[0]).shape == shape else { continue }
             let user = root
-            while fused.contains(root.results[0].id), let next = consumers[root.results[0].id], next.count == 1,
-                  Self.elementwiseOps.contains(next[0].op), type(next[0].results[0]).shape == shape { root = next[0] }
+            while fused.contains(root.results[0].id), let next = users[root.results[0].id], next.count == 1,
+                  Self.elementwiseOps.contains(next[0].op.op), type(next[0].op.results[0]).shape == shape { root = next[0].op }
             guard !fused.contains(root.results[0].id), epilogues[root.results[0].id] == nil, type(root.results[0]).dtype == .f32 else { continue }
             let bias = user.op == .add && user.operands.count == 2 && user.operands[0] != user.operands[1]
                 ? user.operands[user.operands[0].id == id ? 1 : 0] : nil

@@ -50,10 +50,7 @@ extension FunctionLowering {
             return makeKernel(op, [out], epilogue(op, epilogues[op.results[0].id]!, out: out))
 
         case _ where Self.elementwiseOps.contains(op.op) || op.op == .broadcast:
-            if flatComputable(op, space: shape) {
-                return makeKernel(op, [out], [fill(computed(op, [], space: shape, flat: .v("i")))])
-            }
-            return makeKernel(op, [out], parallelNest(shape) { idx in [.store(out, flatIndex(idx, shape), computed(op, idx, space: shape))] })
+            return makeKernel(op, [out], elementwiseLoop(op, out: out))
 
         case .constant:
             let st = ScalarType(rt.dtype)
@@ -340,12 +337,17 @@ extension FunctionLowering {
         guard e.leaf != root.results[0].id else { return body }
         epilogueLeaf = (e.leaf, out)
         defer { epilogueLeaf = nil }
-        if flatComputable(root, space: shape) {
-            body.append(.parallel("i", ScalarExpr(shape.reduce(Dim(1), *)), [.store(out, .v("i"), computed(root, [], space: shape, flat: .v("i")))], work: 1))
-        } else {
-            body += parallelNest(shape) { idx in [.store(out, flatIndex(idx, shape), computed(root, idx, space: shape))] }
+        return body + elementwiseLoop(root, out: out)
+    }
+
+    /// The loop computing an elementwise op (and what is fused into it) into `out`: one flat
+    /// loop when every read is at the element itself, else a nest over the result's axes.
+    func elementwiseLoop(_ op: Operation, out: BufferID) -> [KernelStmt] {
+        let shape = type(op.results[0]).shape
+        if flatComputable(op, space: shape) {
+            return [.parallel("i", ScalarExpr(shape.reduce(Dim(1), *)), [.store(out, .v("i"), computed(op, [], space: shape, flat: .v("i")))], work: 1)]
         }
-        return body
+        return parallelNest(shape) { idx in [.store(out, flatIndex(idx, shape), computed(op, idx, space: shape))] }
     }
 
     /// `sum` over the batch axes of a batched matmul (a weight's gradient: the sum over examples
