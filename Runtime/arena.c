@@ -3,7 +3,7 @@
  * known, mdl_arena_layout gives every buffer an offset in one block such that buffers live
  * at the same time never overlap. The layout is redone only when the sizes change (a new
  * batch size), and every function uses the same block, grown when one needs more: no
- * allocation happens in a training loop. */
+ * allocation happens in a training loop. Results get blocks of their own (mdl_result). */
 #include "internal.h"
 
 #include <stdlib.h>
@@ -81,3 +81,15 @@ void *mdl_arena(mdl_arena_plan *plan) {
 }
 
 int64_t arena_bytes(void) { return storage.capacity; }
+
+/* A result is handed to the caller in its own block, which the function's next call reuses
+ * (grown when it needs more), so results cost no allocation in a loop either. */
+void *mdl_result(mdl_result_block *block, int64_t bytes) {
+    if (bytes > block->capacity) {
+        free(block->data);
+        block->data = aligned_alloc(ARENA_ALIGN, (size_t)aligned(bytes));
+        block->capacity = block->data ? bytes : 0;
+        if (!block->data) return NULL;
+    }
+    return block->data ? block->data : (void *)block;
+}

@@ -116,7 +116,9 @@ int cmd_bench(model_t *md, const bench_opts *o) {
     model_set_total_steps(md, total);
 
     int nu = m->n_updates;
-    array_t *in = NULL, out[1 + 64];
+    int max_in = 0;
+    for (int k = 0; k < nu; k++) max_in = m->updates[k]->n_in > max_in ? m->updates[k]->n_in : max_in;
+    array_t *in = xcalloc((size_t)max_in + 1, sizeof *in), out[1 + 64];
     double *times = xmalloc(sizeof(double) * (size_t)(o->steps + 1));
     double *first = xcalloc((size_t)nu, sizeof(double)), *last = xcalloc((size_t)nu, sizeof(double));
     for (int64_t s = 0; s < total; s++) {
@@ -126,12 +128,10 @@ int cmd_bench(model_t *md, const bench_opts *o) {
         for (int k = 0; k < nu; k++) {
             const func_t *f = m->updates[k];
             if (f->n_out > 64) die("@%s has more than 64 outputs", f->name);
-            in = xrealloc(in, sizeof *in * (size_t)(f->n_in + 1));
             batch_bind(&b, f, "train", in);
             model_call(md, f, in, key, out, "bench");
             last[k] = f->n_out > 0 && out[0].dtype == DT_F32 ? *(float *)out[0].data : NAN;
             if (s == 0) first[k] = last[k];
-            arrays_free(out, f->n_out);
         }
         double dt = now_seconds() - t0;
         if (s >= o->warmup) times[s - o->warmup] = dt * 1e3;

@@ -190,6 +190,7 @@ int cmd_grad(model_t *md, const call_opts *o) {
     for (int i = 0; i < f->n_in; i++) input_from_file(f, &f->in[i], o->batch_file, false, &in[i]);
     array_t *out = xcalloc((size_t)f->n_out + 1, sizeof *out);
     model_call(md, f, in, seed, out, "grad");
+    bool *converted = xcalloc((size_t)f->n_out + 1, sizeof *converted);
     char **names = xcalloc((size_t)f->n_out + 1, sizeof *names);
     for (int i = 0; i < f->n_out; i++) {
         names[i] = f->out[i].name;
@@ -198,16 +199,18 @@ int cmd_grad(model_t *md, const call_opts *o) {
             float *conv = xmalloc(sizeof(float) * (size_t)(n + 1));
             for (int64_t k = 0; k < n; k++)
                 conv[k] = out[i].dtype == DT_I32 ? (float)((int32_t *)out[i].data)[k] : (float)((uint8_t *)out[i].data)[k];
-            free(out[i].data);
-            out[i].data = conv;
+            out[i].data = conv; /* freed below; the function's own block stays its own */
             out[i].dtype = DT_F32;
+            converted[i] = true;
         }
     }
     st_write(o->out, f->n_out, names, out, 0, NULL, NULL);
     for (int i = 0; i < f->n_out; i++)
         if (strcmp(f->out[i].name, "loss") == 0 && out[i].rank == 0) printf("loss %.9g\n", *(float *)out[i].data);
     printf("wrote %d tensors to '%s'\n", f->n_out, o->out);
-    arrays_free(out, f->n_out);
+    for (int i = 0; i < f->n_out; i++)
+        if (converted[i]) free(out[i].data);
+    free(converted);
     arrays_free(in, f->n_in);
     free(out);
     free(in);
@@ -293,7 +296,6 @@ int cmd_proc(model_t *md, const func_t *f, const call_opts *o) {
         free(base);
     }
     fflush(stdout);
-    arrays_free(out, f->n_out);
     arrays_free(in, f->n_in);
     free(out);
     free(in);

@@ -408,7 +408,11 @@ void data_generate(const model_t *md, dataset_t *ds, int32_t key, const char *on
             if (i && out[i].shape[0] != out[0].shape[0])
                 die("@%s returns '%s' with %lld examples but '%s' with %lld", f->name, f->out[i].name, (long long)out[i].shape[0],
                     f->out[0].name, (long long)out[0].shape[0]);
-            add_field(s, f->out[i].name, out[i].dtype, out[i].rank, out[i].shape)->data = out[i].data;
+            /* The split keeps a copy: the function reuses its result blocks in the next round. */
+            size_t bytes = (size_t)shape_count(out[i].rank, out[i].shape) * dtype_size(out[i].dtype);
+            void *copy = xmalloc(bytes + 1);
+            memcpy(copy, out[i].data, bytes);
+            add_field(s, f->out[i].name, out[i].dtype, out[i].rank, out[i].shape)->data = copy;
         }
         s->n = f->n_out ? out[0].shape[0] : 0;
         free(out);

@@ -28,7 +28,6 @@ metrics_t eval_function(const model_t *md, const func_t *f, const view_t *v, int
     if (f->kind == FN_METRIC) {
         model_call(md, f, NULL, metrics_key(seed), out, "metrics");
         for (int i = 0; i < r.n; i++) r.values[i] = scalar_value(f, i, &out[i]);
-        arrays_free(out, f->n_out);
         free(out);
         return r;
     }
@@ -43,7 +42,6 @@ metrics_t eval_function(const model_t *md, const func_t *f, const view_t *v, int
         model_call(md, f, in, eval_key(seed, bi), out, context);
         free(context);
         for (int i = 0; i < r.n; i++) r.values[i] += scalar_value(f, i, &out[i]) * (double)count;
-        arrays_free(out, f->n_out);
     }
     for (int i = 0; i < r.n; i++) r.values[i] /= (double)v->n;
     batch_free(&b);

@@ -153,7 +153,8 @@ void model_alloc(model_t *md, const manifest_t *m, const mdl_function *fns);
 void model_init_globals(model_t *md, int32_t seed);
 void model_set_total_steps(model_t *md, int64_t total);
 void model_set_lr(model_t *md, double lr); /* every optimizer's base rate becomes lr (schedules scale with it) */
-/* Calls f; dies with a message naming f and `context` when it fails. Outputs are malloc'd. */
+/* Calls f; dies with a message naming f and `context` when it fails. The outputs are f's own
+ * blocks, valid until f is called again: a caller that keeps one copies it. */
 void model_call(const model_t *md, const func_t *f, const array_t *in, int32_t key, array_t *out,
                 const char *context);
 void arrays_free(array_t *a, int n);

@@ -85,10 +85,12 @@ void model_set_lr(model_t *md, double lr) {
 
 void model_call(const model_t *md, const func_t *f, const array_t *in, int32_t key, array_t *out,
                 const char *context) {
-    void **in_data = xcalloc((size_t)f->n_in + 1, sizeof *in_data);
-    int64_t *in_shapes = xcalloc((size_t)f->n_in * MDL_MAX_RANK + 1, sizeof *in_shapes);
-    void **out_data = xcalloc((size_t)f->n_out + 1, sizeof *out_data);
-    int64_t *out_shapes = xcalloc((size_t)f->n_out * MDL_MAX_RANK + 1, sizeof *out_shapes);
+    /* On the stack: a call in a training loop allocates nothing (results are the callee's). */
+    void *in_data[f->n_in + 1], *out_data[f->n_out + 1];
+    int64_t in_shapes[f->n_in * MDL_MAX_RANK + 1], out_shapes[f->n_out * MDL_MAX_RANK + 1];
+    memset(in_shapes, 0, sizeof in_shapes);
+    memset(out_shapes, 0, sizeof out_shapes);
+    memset(out_data, 0, sizeof out_data);
     for (int i = 0; i < f->n_in; i++) {
         /* Callers convert and check dtypes; ranks are the one thing the callee cannot see. */
         if (in[i].dtype != f->in[i].dtype || in[i].rank != f->in[i].rank) {
@@ -124,10 +126,6 @@ void model_call(const model_t *md, const func_t *f, const array_t *in, int32_t k
         }
         if (!a->data && shape_count(a->rank, a->shape) > 0) die("%s: @%s returned no buffer for output '%s'", context, f->name, d->name);
     }
-    free(in_data);
-    free(in_shapes);
-    free(out_data);
-    free(out_shapes);
 }
 
 void arrays_free(array_t *a, int n) {

@@ -151,7 +151,11 @@ static void train_phase(run_t *r, phase_t *ph, int64_t start) {
     int64_t *perm = xmalloc(sizeof(int64_t) * (size_t)(ph->n + 1));
     int64_t perm_epoch = -1;
     batch_t b = {0};
-    array_t *in = NULL, out[1 + 64];
+    /* Everything a step needs is allocated here: the loop itself allocates nothing. */
+    int max_in = 0;
+    for (int k = 0; k < nu; k++) max_in = m->updates[k]->n_in > max_in ? m->updates[k]->n_in : max_in;
+    array_t *in = xcalloc((size_t)max_in + 1, sizeof *in), out[1 + 64];
+    char context[64];
     double *loss_sum = xcalloc((size_t)nu, sizeof(double));
     int64_t loss_n = 0;
     double shown_loss = NAN, busy = 0, window_busy = 0;
@@ -184,13 +188,10 @@ static void train_phase(run_t *r, phase_t *ph, int64_t start) {
         for (int k = 0; k < nu; k++) {
             const func_t *f = m->updates[k];
             if (f->n_out > 64) die("@%s has more than 64 outputs", f->name);
-            in = xrealloc(in, sizeof *in * (size_t)(f->n_in + 1));
             batch_bind(&b, f, "train", in);
-            char *context = xsprintf("step %lld", (long long)u + 1);
+            snprintf(context, sizeof context, "step %lld", (long long)u + 1);
             model_call(r->md, f, in, key, out, context);
-            free(context);
             double loss = *(float *)out[0].data;
-            arrays_free(out, f->n_out);
             if (!isfinite(loss))
                 die("loss is %s at step %lld (update @%s); run with --check-numerics to find the op that first produces "
                     "a non-finite value",

@@ -17,7 +17,7 @@ extern "C" {
 typedef int32_t (*mdl_function)(void **globals,           /* every global's buffer, manifest order */
                                 void *const *in_data,     /* one buffer per input */
                                 const int64_t *in_shapes, /* MDL_MAX_RANK sizes per input */
-                                void **out_data,          /* set by the callee: malloc'd buffers */
+                                void **out_data,          /* set by the callee: valid until its next call */
                                 int64_t *out_shapes,      /* written by the callee: MDL_MAX_RANK per output */
                                 int32_t key);             /* the random key (ignored without one) */
 
@@ -46,6 +46,12 @@ typedef struct {
 void *mdl_arena(mdl_arena_plan *plan);
 /* Offsets such that buffers whose live intervals meet do not overlap; returns the arena size. */
 int64_t mdl_arena_layout(int64_t n, const int64_t *live, const int64_t *sizes, int64_t *offsets);
+/* The block of one result of an entry function, reused by its next call (NULL: out of memory). */
+typedef struct {
+    void *data;
+    int64_t capacity;
+} mdl_result_block;
+void *mdl_result(mdl_result_block *block, int64_t bytes);
 void mdl_parallel_for(int64_t n, void (*body)(void *ctx, int64_t lo, int64_t hi), void *ctx);
 /* Row-major C[m,n] = op(A)[m,k] op(B)[k,n] + beta C; split over the pool when large. */
 void mdl_sgemm(int32_t trans_a, int32_t trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,

@@ -63,10 +63,8 @@ final class JITProgram {
         for (i, t) in inputs.enumerated() { for (a, d) in t.shape.enumerated() { inShapes[i * 8 + a] = Int64(d) } }
         var outData = [UnsafeMutableRawPointer?](repeating: nil, count: max(1, f.outputs.count))
         var outShapes = [Int64](repeating: 0, count: max(1, f.outputs.count) * 8)
-        defer {
-            for p in globalPointers + inData { p?.deallocate() }
-            for p in outData { free(p) }
-        }
+        // The outputs are the function's own blocks (read before its next call).
+        defer { for p in globalPointers + inData { p?.deallocate() } }
         let status = entry(&globalPointers, &inData, inShapes, &outData, &outShapes, key)
         guard status == 0 else { throw CallError(description: "@\(name) returned \(status)") }
         for (g, p) in zip(module.globals, globalPointers) { globals[g.name] = tensor(p!, g.type.dtype, globals[g.name]!.shape) }

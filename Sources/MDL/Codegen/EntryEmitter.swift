@@ -2,7 +2,7 @@ import CLLVM
 
 /// Emits a Kernel IR entry function with the ABI of docs/RUNTIME.md:
 /// `i32 fn(ptr globals, ptr in_data, ptr in_shapes, ptr out_data, ptr out_shapes, i32 key)`.
-/// It binds and checks sizes, allocates buffers, calls the kernels in order (checking each
+/// It binds and checks sizes, places buffers (arena and result blocks), calls the kernels in order (checking each
 /// f32 result for non-finite values when `mdl_check_numerics` is set), runs loops, applies
 /// state writes and hands its results to the caller.
 struct EntryEmitter {
@@ -66,13 +66,20 @@ struct EntryEmitter {
             let info = f.info(id)
             return LLVMBuildMul(b, local.value(ScalarExpr(info.count), &s, as: .index).0, t.int(t.byteWidth(info.dtype)), "")
         }
-        func allocate(_ n: LLVMValueRef) -> LLVMValueRef {
-            // aligned_alloc wants a multiple of the alignment; never zero bytes.
-            let rounded = LLVMBuildAnd(b, LLVMBuildAdd(b, n, t.int(64), ""), t.int(-64), "")!
-            let p = t.call(b, "aligned_alloc", t.ptr, [t.int(64), rounded])
+        // Each result has a block of its own (`mdl_result`), kept for the function's next call.
+        func resultBlock(_ j: Int, _ bytes: LLVMValueRef) -> LLVMValueRef {
+            var fields: [LLVMTypeRef?] = [t.ptr, t.i64]
+            let type = LLVMStructTypeInContext(t.ctx, &fields, 2, 0)!
+            let block = LLVMAddGlobal(t.module, type, "\(symbol).result\(j)")!
+            LLVMSetInitializer(block, LLVMConstNull(type))
+            LLVMSetLinkage(block, LLVMInternalLinkage)
+            let p = t.call(b, "mdl_result", t.ptr, [block, bytes])
             t.failIf(LLVMBuildICmp(b, LLVMIntEQ, p, LLVMConstNull(t.ptr), "")!, code: 4, message: "@\(f.name): out of memory", in: fn, b)
             return p
         }
+        // A temporary result is computed in its block; any other result is copied into one.
+        var computedIn: [BufferID: Int] = [:]
+        for (j, id) in f.outputs.enumerated() where f.info(id).role == .temporary && computedIn[id] == nil { computedIn[id] = j }
 
         // The arena (Kernel/MemoryPlan.swift): this call's sizes in, offsets out.
         let arena = ArenaPlan(f)
@@ -115,10 +122,11 @@ struct EntryEmitter {
                         var offset: [LLVMValueRef?] = [LLVMBuildLoad2(b, t.i64, element(arenaOffsets, t.i64, i), "")]
                         LLVMBuildStore(b, LLVMBuildGEP2(b, t.i8, arenaBase, &offset, 1, ""), slots[id.id])
                     } else {
-                        LLVMBuildStore(b, allocate(bytes(id, &s)), slots[id.id])
+                        // The memory plan puts every temporary but the results in the arena.
+                        LLVMBuildStore(b, resultBlock(computedIn[id]!, bytes(id, &s)), slots[id.id])
                     }
-                case .free(let id):
-                    if arena.index[id] == nil { _ = t.call(b, "free", t.void, [pointer(id)]) }
+                case .free:
+                    break // arena buffers are reused by the layout; results outlive the call
                 case .copy(let to, let from):
                     LLVMBuildMemMove(b, pointer(to), 64, pointer(from), 4, bytes(to, &s))
                 case .sequence(let inner):
@@ -178,19 +186,16 @@ struct EntryEmitter {
 
         steps(f.steps, &s)
 
-        // Results: shapes, then buffers; a temporary is handed over once, anything else is copied.
-        var handed = Set<BufferID>()
+        // Results: shapes, then buffers.
         for (j, id) in f.outputs.enumerated() {
-            let info = f.info(id)
             for (axis, d) in f.outputTypes[j].shape.enumerated() {
                 LLVMBuildStore(b, local.value(ScalarExpr(d), &s, as: .index).0, element(outShapes, t.i64, j * Self.maxRank + axis))
             }
-            if info.role == .temporary && !handed.contains(id) {
-                handed.insert(id)
+            if computedIn[id] == j {
                 LLVMBuildStore(b, pointer(id), element(outData, t.ptr, j))
             } else {
                 let n = bytes(id, &s)
-                let copy = allocate(n)
+                let copy = resultBlock(j, n)
                 LLVMBuildMemCpy(b, copy, 64, pointer(id), 4, n)
                 LLVMBuildStore(b, copy, element(outData, t.ptr, j))
             }
