@@ -77,6 +77,10 @@ struct KernelEmitter {
         // Kept out of line: inlining thousands of kernels into one entry function makes O3 and
         // instruction selection superlinear, and a kernel per function is what profiles name.
         LLVMAddAttributeAtIndex(fn, UInt32(bitPattern: Int32(LLVMAttributeFunctionIndex)), LLVMCreateEnumAttribute(t.ctx, LLVMGetEnumAttributeKindForName("noinline", 8), 0))
+        if k.body.contains(where: \.computesTranscendentals) {
+            let (key, value) = ("prefer-vector-width", "512")
+            LLVMAddAttributeAtIndex(fn, UInt32(bitPattern: Int32(LLVMAttributeFunctionIndex)), LLVMCreateStringAttribute(t.ctx, key, UInt32(key.utf8.count), value, UInt32(value.utf8.count)))
+        }
         let b = LLVMCreateBuilderInContext(t.ctx)!
         LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(t.ctx, fn, "entry"))
         var state = State(fn: fn, builder: b)
@@ -219,7 +223,13 @@ struct KernelEmitter {
                 let current = LLVMBuildLoad2(b, t.type(vt), slot, name)!
                 let r = binary(op, current, convert(x, from: xt, to: vt, b), vt, b)
                 // Reductions may reassociate: the one place fast-math flags are set, so sums vectorize.
-                if op == .add && (vt == .f32 || vt == .f64) { LLVMSetFastMathFlags(r, LLVMFastMathFlags(LLVMFastMathAllowReassoc | LLVMFastMathNoSignedZeros)) }
+                // max/min also promise no NaN (a NaN operand then gives any value, not NaN), without
+                // which LLVM keeps their reductions scalar; softmax's max row still sends a NaN logit
+                // through exp(x - max) to its result.
+                if vt == .f32 || vt == .f64 {
+                    if op == .add { LLVMSetFastMathFlags(r, LLVMFastMathFlags(LLVMFastMathAllowReassoc | LLVMFastMathNoSignedZeros)) }
+                    if op == .max || op == .min { LLVMSetFastMathFlags(r, LLVMFastMathFlags(LLVMFastMathAllowReassoc | LLVMFastMathNoSignedZeros | LLVMFastMathNoNaNs)) }
+                }
                 LLVMBuildStore(b, r, slot)
             case .when(let c, let body):
                 let (cond, ct) = value(c, &s)
@@ -544,4 +554,20 @@ struct KernelEmitter {
 func LLVMGetValueName2String(_ v: LLVMValueRef) -> String {
     var length = 0
     return String(cString: LLVMGetValueName2(v, &length))
+}
+
+extension KernelStmt {
+    var computesTranscendentals: Bool {
+        var found = false
+        func look(_ e: ScalarExpr) -> ScalarExpr {
+            if case .unary(let op, _) = e, [.exp, .log, .tanh, .sigmoid, .gelu, .silu, .softplus, .erf, .sin, .cos].contains(op) { found = true }
+            return e.mappingChildren(look)
+        }
+        switch self {
+        case .loop(_, _, let body), .parallel(_, _, let body, _), .when(_, let body): return body.contains(where: \.computesTranscendentals)
+        case .store(_, _, let v), .bind(_, let v), .declare(_, let v), .assign(_, let v), .accumulate(_, _, let v): _ = look(v)
+        case .fail, .gemm: break
+        }
+        return found
+    }
 }

@@ -367,8 +367,9 @@ extension FunctionLowering {
 
     // MARK: convolutions and pooling
 
-    /// conv2d as im2col and GEMM over groups of images, so that OpenBLAS gets few large
-    /// products instead of one small one per image: for each group of up to G images,
+    /// conv2d as im2col and GEMM. An image whose product is large gets its own columns and GEMM,
+    /// straight into its output, and the images of a group run in parallel. Small products
+    /// (few channels) are grouped, so that OpenBLAS gets few large products: for each group of up to G images,
     /// cols[C*KH*KW, g*OH*OW] holds the receptive fields, prod[O, g*OH*OW] = w[O, C*KH*KW] @ cols,
     /// and prod is copied into the NCHW result. G keeps cols near 4M floats (16 MB); when the
     /// field size is symbolic (a weight gradient, whose channels are the batch) the group is all images.
@@ -387,7 +388,6 @@ extension FunctionLowering {
         if let g = group.constant, let n = xs[0].constant, n < g { group = xs[0] }
         let windowRows = (ws[3].constant ?? 0) > (os[3].constant ?? Int.max)
         let cols = scratch("cols", TensorType(.f32, windowRows ? [group * ohw, ckk] : [ckk, group * ohw]))
-        let product = scratch("prod", TensorType(.f32, [os[1], group * ohw]))
         let n = ScalarExpr(xs[0]), g = ScalarExpr(group)
         // Group `grp` covers images first ..< first + count.
         let first = ScalarExpr.v("grp") * g
@@ -402,6 +402,22 @@ extension FunctionLowering {
         let field = KernelStmt.store(cols, windowRows ? column * ScalarExpr(ckk) + row : row * width + column,
                                      .select(inside, .load(x, .select(inside, source, .index(0))), .f32(0)))
         let perImage = (ckk * ohw).constant ?? (1 << 16)
+        // A large product per image (at least 64^3 multiply-adds: clear of OpenBLAS's small-matrix
+        // path) runs whole on one thread per image, straight into the image's output: OpenBLAS
+        // is faster on one image's columns, which stay in cache, than on a group's.
+        if !windowRows, let work = (os[1] * ckk * ohw).constant, work >= 1 << 18 {
+            let mine = ScalarExpr.v("gi") * ScalarExpr(ckk * ohw)
+            let own = KernelStmt.store(cols, mine + row * ScalarExpr(ohw) + .v("y") * ow + .v("x"),
+                                       .select(inside, .load(x, .select(inside, source, .index(0))), .f32(0)))
+            let gemm = KernelStmt.gemm(Gemm(a: w, aOffset: .index(0), transposeA: false, b: cols, bOffset: mine, transposeB: false,
+                                            c: out, cOffset: image * ScalarExpr(os[1] * ohw), m: ScalarExpr(os[1]), n: ScalarExpr(ohw), k: ScalarExpr(ckk), accumulate: false))
+            let im2col = KernelStmt.loop("c", c, [.loop("ki", kh, [.loop("kj", kw, [.loop("y", oh, [.loop("x", ow, [own])])])])])
+            return makeKernel(op, [out, x, w, cols], [.loop("grp", (n + g - .index(1)) / g, [
+                .bind("count", .binary(.min, g, n - first)),
+                .parallel("gi", .v("count"), [im2col, gemm], work: work),
+            ])])
+        }
+        let product = scratch("prod", TensorType(.f32, [os[1], group * ohw]))
         let im2col: KernelStmt = windowRows
             ? .parallel("gi", count, [.loop("y", oh, [.loop("x", ow, [.loop("c", c, [.loop("ki", kh, [.loop("kj", kw, [field])])])])])], work: perImage)
             : .parallel("gi", count, [.loop("c", c, [.loop("ki", kh, [.loop("kj", kw, [.loop("y", oh, [.loop("x", ow, [field])])])])])], work: perImage)
