@@ -245,6 +245,12 @@ final class CodegenTests: XCTestCase {
         proc a(x: f32[2, 8, 40, 40], w: f32[3, 8, 37, 37]) { conv2d(x, w) }
         proc b(x: f32[3, 2, 9, 9], w: f32[4, 2, 6, 7]) { conv2d(x, w, stride = 2, padding = 1) }
         """, sizes: [1], tolerance: 1e-4)
+        // Products large enough to run one image per thread, straight into the output; the columns
+        // allow 2 images per group, so 3 images make a full and a partial group.
+        try check("""
+        proc a(x: f32[3, 8, 104, 104], w: f32[1, 8, 5, 5]) { conv2d(x, w) }
+        proc b(x: f32[3, 4, 121, 121], w: f32[2, 4, 5, 5]) { conv2d(x, w, padding = 2) }
+        """, sizes: [1], tolerance: 1e-4)
         // A transposed convolution whose columns allow 2 images per group: 3 images make a full and a partial group.
         try check("proc a(x: f32[3, 2, 40, 40], w: f32[2, 4, 16, 16]) { conv2d_transpose(x, w) }", sizes: [1], tolerance: 1e-4)
     }

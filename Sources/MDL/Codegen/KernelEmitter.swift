@@ -77,6 +77,7 @@ struct KernelEmitter {
         // Kept out of line: inlining thousands of kernels into one entry function makes O3 and
         // instruction selection superlinear, and a kernel per function is what profiles name.
         LLVMAddAttributeAtIndex(fn, UInt32(bitPattern: Int32(LLVMAttributeFunctionIndex)), LLVMCreateEnumAttribute(t.ctx, LLVMGetEnumAttributeKindForName("noinline", 8), 0))
+        // Compute-bound kernels take 512-bit vectors where the CPU has them (LLVM prefers 256).
         if k.body.contains(where: \.computesTranscendentals) {
             let (key, value) = ("prefer-vector-width", "512")
             LLVMAddAttributeAtIndex(fn, UInt32(bitPattern: Int32(LLVMAttributeFunctionIndex)), LLVMCreateStringAttribute(t.ctx, key, UInt32(key.utf8.count), value, UInt32(value.utf8.count)))
@@ -557,6 +558,8 @@ func LLVMGetValueName2String(_ v: LLVMValueRef) -> String {
 }
 
 extension KernelStmt {
+    /// Whether the statement evaluates exp, log, erf or another transcendental function:
+    /// compute-bound code, worth the widest vectors.
     var computesTranscendentals: Bool {
         var found = false
         func look(_ e: ScalarExpr) -> ScalarExpr {
