@@ -1,18 +1,25 @@
 /* mdl_sgemm: the one matrix product generated code calls. OpenBLAS runs single-threaded
  * (its idle workers would spin between products while the pool runs other kernels); a
  * large product is cut into bands of C's rows (or columns, when C is wide) and the bands
- * run on the pool. Each element of C is still one OpenBLAS dot product over all of k, so the
- * thread count does not change the result. Products called from inside a pool job (a
- * batch of small products spread over the pool) run whole on that thread. */
+ * run on the pool. A product much deeper than it is wide (a weight gradient: k is the batch
+ * times the positions) is cut along k instead, into slices chosen from its shape alone: the
+ * first slice goes to C, the others to scratch, then C adds them in order. Banding would
+ * make every thread pack the whole of the operand it shares; slicing packs each element
+ * once. Either way the arithmetic depends on the shapes, never on the thread count, so
+ * 1 and 2 threads give the same bytes. Products called from inside a pool job (a batch of
+ * small products spread over the pool) run on that thread. */
 #include "internal.h"
 
 #include <cblas.h>
+#include <stdlib.h>
 
 /* Below this many multiply-adds a product runs on the calling thread: a hand-off to the
  * pool costs microseconds. */
 #define GEMM_PARALLEL_WORK (1 << 20)
 /* Band granularity: a multiple of OpenBLAS's register tiles on current x86 and ARM cores. */
 #define GEMM_BAND 16
+/* At most this many k slices; a slice is at least twice as deep as C is wide or tall. */
+#define GEMM_MAX_SLICES 8
 
 typedef struct {
     bool trans_a, trans_b, by_rows;
@@ -20,11 +27,55 @@ typedef struct {
     const float *a, *b;
     float *c;
     float beta;
+    int64_t depth;  /* k of each slice (the last one may be shallower) */
+    float *partial; /* slices 1, 2, ... as dense m x n matrices */
 } gemm_job;
 
 static void gemm_call(const gemm_job *g, int64_t m, int64_t n, const float *a, const float *b, float *c) {
     cblas_sgemm(CblasRowMajor, g->trans_a ? CblasTrans : CblasNoTrans, g->trans_b ? CblasTrans : CblasNoTrans, (blasint)m,
                 (blasint)n, (blasint)g->k, 1.0f, a, (blasint)g->lda, b, (blasint)g->ldb, g->beta, c, (blasint)g->ldc);
+}
+
+static void gemm_slices(void *ctx, int64_t lo, int64_t hi) {
+    const gemm_job *g = ctx;
+    for (int64_t s = lo; s < hi; s++) {
+        int64_t first = s * g->depth, depth = g->k - first < g->depth ? g->k - first : g->depth;
+        const float *a = g->trans_a ? g->a + first * g->lda : g->a + first;
+        const float *b = g->trans_b ? g->b + first : g->b + first * g->ldb;
+        float *c = s == 0 ? g->c : g->partial + (s - 1) * g->m * g->n;
+        cblas_sgemm(CblasRowMajor, g->trans_a ? CblasTrans : CblasNoTrans, g->trans_b ? CblasTrans : CblasNoTrans, (blasint)g->m,
+                    (blasint)g->n, (blasint)depth, 1.0f, a, (blasint)g->lda, b, (blasint)g->ldb, s == 0 ? g->beta : 0.0f, c,
+                    (blasint)(s == 0 ? g->ldc : g->n));
+    }
+}
+
+typedef struct {
+    const gemm_job *g;
+    int64_t slices;
+} slice_sum;
+
+static void add_slices(void *ctx, int64_t lo, int64_t hi) {
+    const slice_sum *t = ctx;
+    const gemm_job *g = t->g;
+    for (int64_t i = lo; i < hi; i++) {
+        float *row = g->c + i * g->ldc;
+        for (int64_t s = 1; s < t->slices; s++) {
+            const float *part = g->partial + (s - 1) * g->m * g->n + i * g->n;
+            for (int64_t j = 0; j < g->n; j++) row[j] += part[j];
+        }
+    }
+}
+
+/* The calling thread's scratch for slices: grown when a product needs more, then reused. */
+static float *slice_scratch(int64_t floats) {
+    static _Thread_local float *block;
+    static _Thread_local int64_t capacity;
+    if (floats > capacity) {
+        free(block);
+        block = aligned_alloc(64, (size_t)(floats + 15) / 16 * 64);
+        capacity = block ? floats : 0;
+    }
+    return block;
 }
 
 static void gemm_bands(void *ctx, int64_t lo, int64_t hi) {
@@ -46,8 +97,15 @@ void mdl_sgemm(int32_t trans_a, int32_t trans_b, int64_t m, int64_t n, int64_t k
     if (m <= 0 || n <= 0) return;
     bool timed = mdl_profiling && !threads_is_worker();
     double start = timed ? now_seconds() : 0;
-    gemm_job g = {trans_a != 0, trans_b != 0, m >= n, m, n, k, lda, ldb, ldc, a, b, c, beta};
-    if (m * n * k < GEMM_PARALLEL_WORK || threads_count() == 1) {
+    gemm_job g = {trans_a != 0, trans_b != 0, m >= n, m, n, k, lda, ldb, ldc, a, b, c, beta, k, NULL};
+    int64_t wide = m > n ? m : n, slices = k / (2 * wide);
+    if (slices > GEMM_MAX_SLICES) slices = GEMM_MAX_SLICES;
+    if (m * n * k >= GEMM_PARALLEL_WORK && slices >= 2 && (g.partial = slice_scratch((slices - 1) * m * n)) != NULL) {
+        g.depth = (k + slices - 1) / slices;
+        mdl_parallel_for(slices, gemm_slices, &g);
+        slice_sum t = {&g, slices};
+        mdl_parallel_for(m, add_slices, &t);
+    } else if (m * n * k < GEMM_PARALLEL_WORK || threads_count() == 1) {
         gemm_call(&g, m, n, a, b, c);
     } else {
         int64_t extent = g.by_rows ? m : n;

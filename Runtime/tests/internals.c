@@ -2,7 +2,8 @@
  *   internals rng                  the values the lead compares with the Swift CounterRNG
  *   internals gunzip FILE.gz FILE  inflate FILE.gz and compare with FILE
  *   internals json                 JSON reader edge cases
- *   internals data SOURCE DIR [CONTEXT]  load a builtin data set and print its statistics */
+ *   internals data SOURCE DIR [CONTEXT]  load a builtin data set and print its statistics
+ *   internals gemm                 mdl_sgemm against a double-precision product, 1 and 2 threads */
 #include "internal.h"
 
 #include <math.h>
@@ -104,6 +105,62 @@ static void data(const char *source, const char *dir, const char *context) {
     free(text);
 }
 
+/* Every path of mdl_sgemm (whole, bands, k slices; transposes, beta 0 and 1, ldc > n) against
+ * a double-precision product, within float rounding of the sum of |terms|; then again on 2
+ * threads, which must give the same bytes. */
+static void gemm(void) {
+    struct {
+        int ta, tb;
+        int64_t m, n, k;
+    } shapes[] = {{0, 0, 64, 48, 4096}, {1, 0, 128, 96, 3000}, {0, 1, 17, 33, 2500}, {1, 1, 40, 8, 2048},
+                  {0, 0, 300, 200, 100}, {1, 1, 150, 400, 64}, {0, 1, 1, 1, 4096}};
+    enum { N_SHAPES = sizeof shapes / sizeof *shapes };
+    float *results[2][N_SHAPES][2];
+    double worst = 0;
+    for (int run = 0; run < 2; run++) {
+        threads_init(run + 1);
+        for (int i = 0; i < N_SHAPES; i++) {
+            int64_t m = shapes[i].m, n = shapes[i].n, k = shapes[i].k, ldc = n + 3;
+            float *a = xmalloc(sizeof(float) * (size_t)(m * k)), *b = xmalloc(sizeof(float) * (size_t)(k * n));
+            for (int64_t j = 0; j < m * k; j++) a[j] = (float)(2 * mdl_rng_uniform(1, i, j) - 1);
+            for (int64_t j = 0; j < k * n; j++) b[j] = (float)(2 * mdl_rng_uniform(2, i, j) - 1);
+            for (int beta = 0; beta < 2; beta++) {
+                float *c = xmalloc(sizeof(float) * (size_t)(m * ldc));
+                for (int64_t j = 0; j < m * ldc; j++) c[j] = (float)(2 * mdl_rng_uniform(3, i, j) - 1);
+                float *before = xmalloc(sizeof(float) * (size_t)(m * ldc));
+                memcpy(before, c, sizeof(float) * (size_t)(m * ldc));
+                mdl_sgemm(shapes[i].ta, shapes[i].tb, m, n, k, a, shapes[i].ta ? m : k, b, shapes[i].tb ? k : n, (float)beta, c, ldc);
+                for (int64_t r = 0; r < m; r++)
+                    for (int64_t col = 0; col < ldc; col++) {
+                        if (col >= n) {
+                            expect(c[r * ldc + col] == before[r * ldc + col], "mdl_sgemm leaves the elements past n alone");
+                            continue;
+                        }
+                        double sum = beta * (double)before[r * ldc + col], size = fabs(sum);
+                        for (int64_t q = 0; q < k; q++) {
+                            double term = (double)a[shapes[i].ta ? q * m + r : r * k + q] * b[shapes[i].tb ? col * k + q : q * n + col];
+                            sum += term;
+                            size += fabs(term);
+                        }
+                        double error = fabs(c[r * ldc + col] - sum) / size;
+                        if (error > worst) worst = error;
+                    }
+                results[run][i][beta] = c;
+                free(before);
+            }
+            free(a);
+            free(b);
+        }
+    }
+    expect(worst < 1e-6, "mdl_sgemm within float rounding of the exact product");
+    bool same = true;
+    for (int i = 0; i < N_SHAPES; i++)
+        for (int beta = 0; beta < 2; beta++)
+            same &= memcmp(results[0][i][beta], results[1][i][beta], sizeof(float) * (size_t)(shapes[i].m * (shapes[i].n + 3))) == 0;
+    expect(same, "mdl_sgemm gives the same bytes on 1 and 2 threads");
+    printf("gemm: %d products, worst error %.2g of the sum of |terms|, 1 and 2 threads %s\n", 2 * N_SHAPES, worst, same ? "agree" : "DIFFER");
+}
+
 int main(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "rng") == 0)
         rng();
@@ -111,10 +168,12 @@ int main(int argc, char **argv) {
         gunzip_check(argv[2], argv[3]);
     else if (argc >= 2 && strcmp(argv[1], "json") == 0)
         json();
+    else if (argc >= 2 && strcmp(argv[1], "gemm") == 0)
+        gemm();
     else if (argc >= 4 && strcmp(argv[1], "data") == 0)
         data(argv[2], argv[3], argc > 4 ? argv[4] : NULL);
     else {
-        fprintf(stderr, "usage: internals rng | gunzip FILE.gz FILE | json | data SOURCE DIR [CONTEXT]\n");
+        fprintf(stderr, "usage: internals rng | gunzip FILE.gz FILE | json | gemm | data SOURCE DIR [CONTEXT]\n");
         return 2;
     }
     return failures ? 1 : 0;

@@ -153,6 +153,7 @@ has "uniform(1,2,3) = 0.088819026947021484"; has "normal(1,2,3) = -0.80689492359
 has 'fnv1a32("model.fc1.w") = 414777849'
 cat out
 run 0 ./internals json
+run 0 ./internals gemm; has "1 and 2 threads agree"
 
 # -- data sets ---------------------------------------------------------------------------
 run 1 env MDL_TEST_MODEL=digits $M train --data nowhere/digits
