@@ -417,7 +417,7 @@ struct KernelEmitter {
     }
 
     /// exp in f32 inline (Cephes' expf: x = n ln 2 + r with |r| <= ln 2 / 2, a degree-7
-    /// polynomial for exp(r), then 2^n in two factors so that results down to subnormals are
+    /// polynomial for exp(r) in fused multiply-adds, then 2^n in two factors so that results down to subnormals are
     /// right; relative error about 1 ulp), so that loops containing it vectorize; libm's expf
     /// is a scalar call. NaN passes through; large x gives infinity, very negative x zero. f64 uses libm.
     func exp(_ x: LLVMValueRef, _ ty: ScalarType, _ b: LLVMBuilderRef) -> LLVMValueRef {
@@ -429,7 +429,7 @@ struct KernelEmitter {
         r = LLVMBuildFSub(b, r, LLVMBuildFMul(b, n, c(-2.12194440e-4), ""), "")!
         var p = c(1.9875691500e-4)
         for k in [1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1] {
-            p = LLVMBuildFAdd(b, LLVMBuildFMul(b, p, r, ""), c(k), "")
+            p = intrinsic("fma", ty, [p, r, c(k)], b)
         }
         let y = LLVMBuildFAdd(b, LLVMBuildFAdd(b, LLVMBuildFMul(b, LLVMBuildFMul(b, p, r, ""), r, ""), r, ""), c(1), "")!
         let e = LLVMBuildFPToSI(b, n, t.i32, "")!
@@ -442,7 +442,7 @@ struct KernelEmitter {
     }
 
     /// erf in f32 as a rational function of x on [-4, 4] (the approximation Eigen and XLA use;
-    /// absolute error 7e-8 in exact arithmetic), inline so that loops containing it vectorize;
+    /// absolute error 7e-8 in exact arithmetic; polynomials in fused multiply-adds), inline so that loops containing it vectorize;
     /// libm's erff is a scalar call. f64 uses libm.
     func erf(_ x: LLVMValueRef, _ ty: ScalarType, _ b: LLVMBuilderRef) -> LLVMValueRef {
         guard ty == .f32 else { return libm("erf", ty, [x], b) }
@@ -451,7 +451,7 @@ struct KernelEmitter {
         let x2 = LLVMBuildFMul(b, clamped, clamped, "")!
         func horner(_ coefficients: [Double]) -> LLVMValueRef {
             var acc = c(coefficients[0])
-            for k in coefficients.dropFirst() { acc = LLVMBuildFAdd(b, LLVMBuildFMul(b, acc, x2, ""), c(k), "") }
+            for k in coefficients.dropFirst() { acc = intrinsic("fma", ty, [acc, x2, c(k)], b) }
             return acc
         }
         let p = LLVMBuildFMul(b, clamped, horner([-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
