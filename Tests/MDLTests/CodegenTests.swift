@@ -251,6 +251,12 @@ final class CodegenTests: XCTestCase {
         proc a(x: f32[3, 8, 104, 104], w: f32[1, 8, 5, 5]) { conv2d(x, w) }
         proc b(x: f32[3, 4, 121, 121], w: f32[2, 4, 5, 5]) { conv2d(x, w, padding = 2) }
         """, sizes: [1], tolerance: 1e-4)
+        // Weight gradients (conv2d of two transposed tensors) computed image by image in 8 parts:
+        // fewer images than parts; 9 images with padding and dilation (a strided forward conv).
+        try check("""
+        proc a(x: f32[3, 16, 20, 20], g: f32[3, 32, 18, 18]) { conv2d(transpose(x, [1, 0, 2, 3]), transpose(g, [1, 0, 2, 3])) }
+        proc b(x: f32[9, 8, 27, 27], g: f32[9, 16, 12, 12]) { conv2d(transpose(x, [1, 0, 2, 3]), transpose(g, [1, 0, 2, 3]), padding = 1, dilation = 2) }
+        """, sizes: [1], tolerance: 1e-4)
         // A transposed convolution whose columns allow 2 images per group: 3 images make a full and a partial group.
         try check("proc a(x: f32[3, 2, 40, 40], w: f32[2, 4, 16, 16]) { conv2d_transpose(x, w) }", sizes: [1], tolerance: 1e-4)
     }

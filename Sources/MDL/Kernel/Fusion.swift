@@ -15,7 +15,8 @@ extension FunctionLowering {
     static let fusingConsumers: Set<OpKind> = elementwiseOps.union([.broadcast, .sum, .mean, .reduce_max, .reduce_min, .logsumexp, .argmax])
 
     /// Decides which values get no kernel of their own: transposes of the last two axes used
-    /// only by matrix products (folded into the GEMM flags) and fused values (computed inline).
+    /// only by matrix products (folded into the GEMM flags), the transposes around a weight
+    /// gradient's convolution (read in place) and fused values (computed inline).
     /// Nested loop bodies are planned on their own: nothing fuses across a block boundary.
     mutating func planKernels(_ body: Block) {
         var users: [Int: [(op: Operation, block: Int)]] = [:]
@@ -46,6 +47,14 @@ extension FunctionLowering {
                     foldedTransposes[op.results[0].id] = op.operands[0]
                     continue
                 }
+                // A weight gradient, conv2d(transpose(x), transpose(dy)): computed image by image from
+                // x and dy themselves when each image's product is large.
+                if op.op == .conv2d, let work = weightGradientWork(op), work >= 1 << 18 {
+                    let transposes = op.operands.compactMap { producers[$0.id] }.filter {
+                        $0.op == .transpose && $0.attrs["perm"]?.ints == [1, 0, 2, 3] && users[$0.results[0].id]?.count == 1 && blockOf[$0.results[0].id] == id
+                    }
+                    if transposes.count == 2 { for t in transposes { foldedTransposes[t.results[0].id] = t.operands[0] } }
+                }
                 if op.op == .sum, let p = producers[op.operands[0].id], p.op == .matmul, blockOf[p.results[0].id] == id,
                    (users[p.results[0].id] ?? []).count == 1, sumsBatchAxes(op, of: p) {
                     summedProducts.insert(op.results[0].id)
@@ -74,6 +83,13 @@ extension FunctionLowering {
             fused.insert(id)
             epilogues[root.results[0].id] = Epilogue(product: product, bias: bias, leaf: bias == nil ? id : user.results[0].id)
         }
+    }
+
+    /// The multiply-adds of one image of a weight gradient, conv2d(transpose(x), transpose(dy)),
+    /// computed image by image: (channels x kernel positions) x outputs x (dy positions).
+    func weightGradientWork(_ conv: Operation) -> Int? {
+        let xs = type(conv.operands[0]).shape, ws = type(conv.operands[1]).shape, os = type(conv.results[0]).shape
+        return (xs[0] * os[2] * os[3] * ws[0] * ws[2] * ws[3]).constant
     }
 
     /// Whether `sum` adds up exactly the batch axes of the matmul `product`.

@@ -29,7 +29,8 @@ struct FunctionLowering {
     var bufferOf: [Int: BufferID] = [:]
     var opTexts: [String] = []
     var kernelCount = 0
-    /// Transposes folded into matrix products: result value -> source value.
+    /// Transposes read in place by their one kind of consumer (matrix products through the GEMM
+    /// flags, weight-gradient convolutions image by image): result value -> source value.
     var foldedTransposes: [Int: Value] = [:]
     var pendingGlobalWrites: [(global: BufferID, value: BufferID)] = []
     /// Values computed inline by their consumers' kernels (Fusion.swift), and every value's op.

@@ -377,6 +377,9 @@ extension FunctionLowering {
     /// gradient, the output the kernel), cols is stored transposed, [g*OH*OW, C*KH*KW], so that
     /// im2col copies whole window rows; the GEMM reads it transposed.
     mutating func convolution(_ op: Operation, out: BufferID) throws -> Kernel {
+        if let x = foldedTransposes[op.operands[0].id], let dy = foldedTransposes[op.operands[1].id] {
+            return weightGradient(op, x: x, dy: dy, out: out)
+        }
         let (x, w) = (buf(op.operands[0]), buf(op.operands[1]))
         let xs = type(op.operands[0]).shape, ws = type(op.operands[1]).shape, os = type(op.results[0]).shape
         let stride = ints(op, "stride"), pad = ints(op, "padding"), dil = ints(op, "dilation")
@@ -430,6 +433,50 @@ extension FunctionLowering {
         return makeKernel(op, [out, x, w, cols, product], [.loop("grp", groups, [
             .bind("count", .binary(.min, g, n - first)), im2col, gemm, scatter,
         ])])
+    }
+
+    /// A weight gradient, conv2d(transpose(x), transpose(dy)) with both transposes [1, 0, 2, 3]
+    /// read in place (Fusion.swift): out[c, o, i, j] = sum over images n and dy positions (ki, kj)
+    /// of x[n, c, i*s + ki*d - p, j*s + kj*d - p] * dy[n, o, ki, kj]. Image by image, cols[(c,i,j), (ki,kj)]
+    /// gathers x's windows and partial[(c,i,j), o] += cols @ dy[n]^T: one product per image with the
+    /// image's data in cache, instead of one long product (k = images x positions) over copies of x
+    /// and dy transposed. The images are split into 8 fixed parts, each with its own columns and
+    /// partial sum (the parts run in parallel); the result adds the 8 partials in order, so the
+    /// thread count does not change it.
+    mutating func weightGradient(_ op: Operation, x xv: Value, dy dyv: Value, out: BufferID) -> Kernel {
+        let (x, dy) = (buf(xv), buf(dyv))
+        let xs = type(xv).shape, ds = type(dyv).shape, os = type(op.results[0]).shape // [N,C,H,W], [N,O,KH,KW], [C,O,OH,OW]
+        let stride = ints(op, "stride"), pad = ints(op, "padding"), dil = ints(op, "dilation")
+        let parts = 8, rows = xs[1] * os[2] * os[3], depth = ds[2] * ds[3], outputs = ds[1]
+        let cols = scratch("cols", TensorType(.f32, [Dim(parts), rows, depth]))
+        let partial = scratch("partial", TensorType(.f32, [Dim(parts), rows, outputs]))
+        let (h, wd, kw) = (ScalarExpr(xs[2]), ScalarExpr(xs[3]), ScalarExpr(ds[3]))
+        let iy = ScalarExpr.v("i") * .index(stride[0]) - .index(pad[0]) + .v("ki") * .index(dil[0])
+        let ix = ScalarExpr.v("j") * .index(stride[1]) - .index(pad[1]) + .v("kj") * .index(dil[1])
+        let inside = ScalarExpr.index(0).lt(iy + .index(1)).and(iy.lt(h)).and(ScalarExpr.index(0).lt(ix + .index(1))).and(ix.lt(wd))
+        let source = ((ScalarExpr.v("n") * ScalarExpr(xs[1]) + .v("c")) * h + iy) * wd + ix
+        let row = (ScalarExpr.v("c") * ScalarExpr(os[2]) + .v("i")) * ScalarExpr(os[3]) + .v("j")
+        let myCols = ScalarExpr.v("part") * ScalarExpr(rows * depth), myPartial = ScalarExpr.v("part") * ScalarExpr(rows * outputs)
+        let im2col = KernelStmt.loop("c", ScalarExpr(xs[1]), [.loop("i", ScalarExpr(os[2]), [.loop("j", ScalarExpr(os[3]), [
+            .loop("ki", ScalarExpr(ds[2]), [.loop("kj", kw, [
+                .store(cols, myCols + row * ScalarExpr(depth) + .v("ki") * kw + .v("kj"), .select(inside, .load(x, .select(inside, source, .index(0))), .f32(0))),
+            ])]),
+        ])])])
+        let gemm = KernelStmt.gemm(Gemm(a: cols, aOffset: myCols, transposeA: false, b: dy, bOffset: .v("n") * ScalarExpr(outputs * depth), transposeB: true,
+                                        c: partial, cOffset: myPartial, m: ScalarExpr(rows), n: ScalarExpr(outputs), k: ScalarExpr(depth), accumulate: true))
+        let n = ScalarExpr(xs[0]), count = ScalarExpr.index(parts)
+        let first = ScalarExpr.v("part") * n / count, end = (ScalarExpr.v("part") + .index(1)) * n / count
+        let perPart = KernelStmt.parallel("part", count, [
+            .loop("q", ScalarExpr(rows * outputs), [.store(partial, myPartial + .v("q"), .f32(0))]),
+            .loop("m", end - first, [.bind("n", first + .v("m")), im2col, gemm]),
+        ], work: (rows * outputs * depth).constant ?? (1 << 16))
+        let positions = ScalarExpr(os[2] * os[3])
+        let total = KernelStmt.parallel("c", ScalarExpr(xs[1]), [.loop("o", ScalarExpr(outputs), [.loop("ij", positions, [
+            .declare("acc", .f32(0)),
+            .loop("p", count, [.accumulate("acc", .add, .load(partial, ScalarExpr.v("p") * ScalarExpr(rows * outputs) + (ScalarExpr.v("c") * positions + .v("ij")) * ScalarExpr(outputs) + .v("o")))]),
+            .store(out, (ScalarExpr.v("c") * ScalarExpr(outputs) + .v("o")) * positions + .v("ij"), .v("acc")),
+        ])])], work: (outputs * os[2] * os[3]).constant.map { $0 * parts } ?? (1 << 16))
+        return makeKernel(op, [out, x, dy, cols, partial], [perPart, total])
     }
 
     /// conv2d_transpose as one GEMM per image, cols[O*KH*KW, H*W] = w[C, O*KH*KW]^T @ x[n][C, H*W], then
