@@ -528,7 +528,18 @@ extension FunctionLowering {
         let at = (ScalarExpr.v("p") * h + iy) * wd + ix
         let window = ScalarExpr.index(kernel[0] * kernel[1])
         let windowIndex = (ScalarExpr.v("p") * oh + .v("y")) * ow + .v("x")
-        func overWindow(_ body: [KernelStmt]) -> KernelStmt { .loop("ki", .index(kernel[0]), [.loop("kj", .index(kernel[1]), [.when(inside, body)])]) }
+        // Pooling unrolls small windows that always lie inside the input (no padding), without bounds
+        // tests, so that the loop over a row's outputs is innermost and vectorizes (max_pool2d 2x2 on
+        // the cnn benchmark: 1.09 -> 0.31 ms). The gradients keep the loops: their scattered adds
+        // unrolled ran slower.
+        let unrollable = pad.allSatisfy { $0 == 0 } && kernel[0] * kernel[1] <= 16 && (0..<2).allSatisfy { axis in
+            guard let input = xs[2 + axis].constant, let windows = ws[2 + axis].constant else { return false }
+            return (windows - 1) * stride[axis] + kernel[axis] <= input
+        }
+        func overWindow(unrolling: Bool, _ body: [KernelStmt]) -> [KernelStmt] {
+            guard unrollable && unrolling else { return [.loop("ki", .index(kernel[0]), [.loop("kj", .index(kernel[1]), [.when(inside, body)])])] }
+            return (0..<kernel[0]).flatMap { ki in (0..<kernel[1]).flatMap { kj in [.bind("ki", .index(ki)), .bind("kj", .index(kj))] + body } }
+        }
         // Each plane p writes only its own outputs (and, for gradients, its own input plane,
         // which it first clears).
         let work = (ws[2] * ws[3]).constant.map { $0 * kernel[0] * kernel[1] } ?? 64
@@ -538,24 +549,19 @@ extension FunctionLowering {
         }
         switch op.op {
         case .maxpool2d:
-            return [overOutputs([.declare("acc", .f32(-.infinity)), overWindow([.accumulate("acc", .max, .load(x, at))]),
-                                 .store(out, windowIndex, .v("acc"))])]
+            return [overOutputs([.declare("acc", .f32(-.infinity))] + overWindow(unrolling: true, [.accumulate("acc", .max, .load(x, at))]) + [.store(out, windowIndex, .v("acc"))])]
         case .avgpool2d:
-            return [overOutputs([.declare("acc", .f32(0)), overWindow([.accumulate("acc", .add, .load(x, at))]),
-                                 .store(out, windowIndex, .binary(.div, .v("acc"), .convert(window, .f32)))])]
+            return [overOutputs([.declare("acc", .f32(0))] + overWindow(unrolling: true, [.accumulate("acc", .add, .load(x, at))])
+                                + [.store(out, windowIndex, .binary(.div, .v("acc"), .convert(window, .f32)))])]
         case .maxpool2d_grad:
             let g = buf(op.operands[1])
-            return [overOutputs(clearing: true, [
-                .declare("best", .f32(-.infinity)), .declare("arg", .index(-1)),
-                overWindow([.bind("v", .load(x, at)), .when(.binary(.gt, .v("v"), .v("best")), [.assign("best", .v("v")), .assign("arg", at)])]),
-                .when(ScalarExpr.index(0).lt(.v("arg") + .index(1)), [.store(out, .v("arg"), .binary(.add, .load(out, .v("arg")), .load(g, windowIndex)))]),
-            ])]
+            return [overOutputs(clearing: true, [.declare("best", .f32(-.infinity)), .declare("arg", .index(-1))]
+                + overWindow(unrolling: false, [.bind("v", .load(x, at)), .when(.binary(.gt, .v("v"), .v("best")), [.assign("best", .v("v")), .assign("arg", at)])])
+                + [.when(ScalarExpr.index(0).lt(.v("arg") + .index(1)), [.store(out, .v("arg"), .binary(.add, .load(out, .v("arg")), .load(g, windowIndex)))])])]
         default:
             let g = buf(op.operands[1])
-            return [overOutputs(clearing: true, [
-                .bind("share", .binary(.div, .load(g, windowIndex), .convert(window, .f32))),
-                overWindow([.store(out, at, .binary(.add, .load(out, at), .v("share")))]),
-            ])]
+            return [overOutputs(clearing: true, [.bind("share", .binary(.div, .load(g, windowIndex), .convert(window, .f32)))]
+                + overWindow(unrolling: false, [.store(out, at, .binary(.add, .load(out, at), .v("share")))]))]
         }
     }
 
