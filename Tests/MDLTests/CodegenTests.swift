@@ -264,14 +264,17 @@ final class CodegenTests: XCTestCase {
     /// The pooling gradients exist only in differentiated code: a step's `grad.` function against the interpreter's.
     func testPoolingGradients() throws {
         let source = """
-        model Pools() { param w: f32[2, 3, 8, 7] = normal(1.0) }
+        model Pools() {
+          param w: f32[2, 3, 8, 7] = normal(1.0)
+          param u: f32[2, 3, 8, 8] = ones   // windows that tile it, every one a tie: the first element takes the gradient
+        }
         let pools = Pools()
         train {
           data = (x = normal([64, 1]), y = normal([64, 1]))
           optim = sgd(pools, lr = 0.1)
           steps = 1
           batch = 4
-          step(b) { minimize optim: sum(max_pool2d(pools.w * b.x[0, 0], 2) * 1.5) + sum(avg_pool2d(pools.w, 3, stride = 2, padding = 1) * pools.w[0, 0, 0, 0]) }
+          step(b) { minimize optim: sum(max_pool2d(pools.w * b.x[0, 0], 2) * 1.5) + sum(avg_pool2d(pools.w, 3, stride = 2, padding = 1) * pools.w[0, 0, 0, 0]) + sum(max_pool2d(pools.u, 2) * 0.5) }
         }
         """
         guard let m = compileOK(source, stopAfter: "dce") else { return }
