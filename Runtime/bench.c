@@ -116,9 +116,7 @@ int cmd_bench(model_t *md, const bench_opts *o) {
     model_set_total_steps(md, total);
 
     int nu = m->n_updates;
-    int max_in = 0;
-    for (int k = 0; k < nu; k++) max_in = m->updates[k]->n_in > max_in ? m->updates[k]->n_in : max_in;
-    array_t *in = xcalloc((size_t)max_in + 1, sizeof *in), out[1 + 64];
+    array_t *in = update_inputs(m), out[1 + 64];
     double *times = xmalloc(sizeof(double) * (size_t)(o->steps + 1));
     double *first = xcalloc((size_t)nu, sizeof(double)), *last = xcalloc((size_t)nu, sizeof(double));
     for (int64_t s = 0; s < total; s++) {

@@ -158,6 +158,8 @@ void model_set_lr(model_t *md, double lr); /* every optimizer's base rate become
 void model_call(const model_t *md, const func_t *f, const array_t *in, int32_t key, array_t *out,
                 const char *context);
 void arrays_free(array_t *a, int n);
+/* Input arrays for any update function (as many as the one with the most inputs takes). */
+array_t *update_inputs(const manifest_t *m);
 
 /* ---- compression and images (inflate.c, png.c) ---- */
 

@@ -128,6 +128,13 @@ void model_call(const model_t *md, const func_t *f, const array_t *in, int32_t k
     }
 }
 
+array_t *update_inputs(const manifest_t *m) {
+    int most = 0;
+    for (int k = 0; k < m->n_updates; k++)
+        if (m->updates[k]->n_in > most) most = m->updates[k]->n_in;
+    return xcalloc((size_t)most + 1, sizeof(array_t));
+}
+
 void arrays_free(array_t *a, int n) {
     for (int i = 0; i < n; i++) {
         free(a[i].data);

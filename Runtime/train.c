@@ -152,9 +152,7 @@ static void train_phase(run_t *r, phase_t *ph, int64_t start) {
     int64_t perm_epoch = -1;
     batch_t b = {0};
     /* Everything a step needs is allocated here: the loop itself allocates nothing. */
-    int max_in = 0;
-    for (int k = 0; k < nu; k++) max_in = m->updates[k]->n_in > max_in ? m->updates[k]->n_in : max_in;
-    array_t *in = xcalloc((size_t)max_in + 1, sizeof *in), out[1 + 64];
+    array_t *in = update_inputs(m), out[1 + 64];
     char context[64];
     double *loss_sum = xcalloc((size_t)nu, sizeof(double));
     int64_t loss_n = 0;

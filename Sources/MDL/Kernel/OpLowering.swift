@@ -367,6 +367,16 @@ extension FunctionLowering {
 
     // MARK: convolutions and pooling
 
+    /// Whether element (y, x) lies in a height x width plane (window elements in the padding do not).
+    func inPlane(_ y: ScalarExpr, _ x: ScalarExpr, height: ScalarExpr, width: ScalarExpr) -> ScalarExpr {
+        ScalarExpr.index(0).lt(y + .index(1)).and(y.lt(height)).and(ScalarExpr.index(0).lt(x + .index(1))).and(x.lt(width))
+    }
+
+    /// x[source] inside the plane and 0 in the padding; the index is clamped so that no load leaves x.
+    func paddedLoad(_ x: BufferID, _ source: ScalarExpr, inside: ScalarExpr) -> ScalarExpr {
+        .select(inside, .load(x, .select(inside, source, .index(0))), .f32(0))
+    }
+
     /// conv2d as im2col and GEMM. An image whose product is large gets its own columns and GEMM,
     /// straight into its output, and the images of a group run in parallel. Small products
     /// (few channels) are grouped, so that OpenBLAS gets few large products: for each group of up to G images,
@@ -397,13 +407,13 @@ extension FunctionLowering {
         let count = ScalarExpr.v("count"), width = ScalarExpr.v("count") * ScalarExpr(ohw)
         let iy = ScalarExpr.v("y") * .index(stride[0]) - .index(pad[0]) + .v("ki") * .index(dil[0])
         let ix = ScalarExpr.v("x") * .index(stride[1]) - .index(pad[1]) + .v("kj") * .index(dil[1])
-        let inside = ScalarExpr.index(0).lt(iy + .index(1)).and(iy.lt(h)).and(ScalarExpr.index(0).lt(ix + .index(1))).and(ix.lt(wd))
+        let inside = inPlane(iy, ix, height: h, width: wd)
         let image = first + .v("gi")
         let source = ((image * c + .v("c")) * h + iy) * wd + ix
         let row = (ScalarExpr.v("c") * kh + .v("ki")) * kw + .v("kj")
         let column = ScalarExpr.v("gi") * ScalarExpr(ohw) + .v("y") * ow + .v("x")
         let field = KernelStmt.store(cols, windowRows ? column * ScalarExpr(ckk) + row : row * width + column,
-                                     .select(inside, .load(x, .select(inside, source, .index(0))), .f32(0)))
+                                     paddedLoad(x, source, inside: inside))
         let perImage = (ckk * ohw).constant ?? (1 << 16)
         // A large product per image (at least 64^3 multiply-adds: clear of OpenBLAS's small-matrix
         // path) runs whole on one thread per image, straight into the image's output: OpenBLAS
@@ -411,7 +421,7 @@ extension FunctionLowering {
         if !windowRows, let work = (os[1] * ckk * ohw).constant, work >= 1 << 18 {
             let mine = ScalarExpr.v("gi") * ScalarExpr(ckk * ohw)
             let own = KernelStmt.store(cols, mine + row * ScalarExpr(ohw) + .v("y") * ow + .v("x"),
-                                       .select(inside, .load(x, .select(inside, source, .index(0))), .f32(0)))
+                                       paddedLoad(x, source, inside: inside))
             let gemm = KernelStmt.gemm(Gemm(a: w, aOffset: .index(0), transposeA: false, b: cols, bOffset: mine, transposeB: false,
                                             c: out, cOffset: image * ScalarExpr(os[1] * ohw), m: ScalarExpr(os[1]), n: ScalarExpr(ohw), k: ScalarExpr(ckk), accumulate: false))
             let im2col = KernelStmt.loop("c", c, [.loop("ki", kh, [.loop("kj", kw, [.loop("y", oh, [.loop("x", ow, [own])])])])])
@@ -453,13 +463,13 @@ extension FunctionLowering {
         let (h, wd, kw) = (ScalarExpr(xs[2]), ScalarExpr(xs[3]), ScalarExpr(ds[3]))
         let iy = ScalarExpr.v("i") * .index(stride[0]) - .index(pad[0]) + .v("ki") * .index(dil[0])
         let ix = ScalarExpr.v("j") * .index(stride[1]) - .index(pad[1]) + .v("kj") * .index(dil[1])
-        let inside = ScalarExpr.index(0).lt(iy + .index(1)).and(iy.lt(h)).and(ScalarExpr.index(0).lt(ix + .index(1))).and(ix.lt(wd))
+        let inside = inPlane(iy, ix, height: h, width: wd)
         let source = ((ScalarExpr.v("n") * ScalarExpr(xs[1]) + .v("c")) * h + iy) * wd + ix
         let row = (ScalarExpr.v("c") * ScalarExpr(os[2]) + .v("i")) * ScalarExpr(os[3]) + .v("j")
         let myCols = ScalarExpr.v("part") * ScalarExpr(rows * depth), myPartial = ScalarExpr.v("part") * ScalarExpr(rows * outputs)
         let im2col = KernelStmt.loop("c", ScalarExpr(xs[1]), [.loop("i", ScalarExpr(os[2]), [.loop("j", ScalarExpr(os[3]), [
             .loop("ki", ScalarExpr(ds[2]), [.loop("kj", kw, [
-                .store(cols, myCols + row * ScalarExpr(depth) + .v("ki") * kw + .v("kj"), .select(inside, .load(x, .select(inside, source, .index(0))), .f32(0))),
+                .store(cols, myCols + row * ScalarExpr(depth) + .v("ki") * kw + .v("kj"), paddedLoad(x, source, inside: inside)),
             ])]),
         ])])])
         let gemm = KernelStmt.gemm(Gemm(a: cols, aOffset: myCols, transposeA: false, b: dy, bOffset: .v("n") * ScalarExpr(outputs * depth), transposeB: true,
@@ -495,7 +505,7 @@ extension FunctionLowering {
         let cols = scratch("cols", TensorType(.f32, [group, okk, hw]))
         let oy = ScalarExpr.v("y") * .index(stride[0]) - .index(pad[0]) + .v("ki")
         let ox = ScalarExpr.v("x") * .index(stride[1]) - .index(pad[1]) + .v("kj")
-        let inside = ScalarExpr.index(0).lt(oy + .index(1)).and(oy.lt(oh)).and(ScalarExpr.index(0).lt(ox + .index(1))).and(ox.lt(ow))
+        let inside = inPlane(oy, ox, height: oh, width: ow)
         let target = ((ScalarExpr.v("n") * o + .v("o")) * oh + oy) * ow + ox
         let mine = ScalarExpr.v("gi") * ScalarExpr(okk * hw)
         let row = (ScalarExpr.v("o") * kh + .v("ki")) * kw + .v("kj")
@@ -524,7 +534,7 @@ extension FunctionLowering {
         let planes = ScalarExpr(xs[0] * xs[1])
         let iy = ScalarExpr.v("y") * .index(stride[0]) - .index(pad[0]) + .v("ki")
         let ix = ScalarExpr.v("x") * .index(stride[1]) - .index(pad[1]) + .v("kj")
-        let inside = ScalarExpr.index(0).lt(iy + .index(1)).and(iy.lt(h)).and(ScalarExpr.index(0).lt(ix + .index(1))).and(ix.lt(wd))
+        let inside = inPlane(iy, ix, height: h, width: wd)
         let at = (ScalarExpr.v("p") * h + iy) * wd + ix
         let window = ScalarExpr.index(kernel[0] * kernel[1])
         let windowIndex = (ScalarExpr.v("p") * oh + .v("y")) * ow + .v("x")
