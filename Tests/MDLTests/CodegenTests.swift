@@ -238,6 +238,7 @@ final class CodegenTests: XCTestCase {
         proc f(x: f32[2, 3, 8, 7]) { max_pool2d(x, 2) }
         proc g(x: f32[2, 3, 8, 7]) { avg_pool2d(x, 3, stride = 2, padding = 1) }
         proc h(x: f32[1, 2, 7, 7]) { max_pool2d(x, [3, 2], stride = [2, 2], padding = 1) }
+        proc i(x: f32[2, 3, 9, 8], w: f32[4, 3, 3, 3], b: f32[4, 1, 1]) { sigmoid(conv2d(x, w, padding = 1) + b) }
         """, sizes: [1], tolerance: 1e-5)
         // Windows wider than the output (the shape of a weight gradient): columns stored by
         // window rows; large enough that im2col runs as a parallel loop inside the group loop.
@@ -246,10 +247,13 @@ final class CodegenTests: XCTestCase {
         proc b(x: f32[3, 2, 9, 9], w: f32[4, 2, 6, 7]) { conv2d(x, w, stride = 2, padding = 1) }
         """, sizes: [1], tolerance: 1e-4)
         // Products large enough to run one image per thread, straight into the output; the columns
-        // allow 2 images per group, so 3 images make a full and a partial group.
+        // allow 2 images per group, so 3 images make a full and a partial group. The elementwise
+        // chain consuming a convolution runs over each image after its GEMM (proc c; proc i above:
+        // over the grouped products as they are copied out).
         try check("""
         proc a(x: f32[3, 8, 104, 104], w: f32[1, 8, 5, 5]) { conv2d(x, w) }
         proc b(x: f32[3, 4, 121, 121], w: f32[2, 4, 5, 5]) { conv2d(x, w, padding = 2) }
+        proc c(x: f32[3, 8, 104, 104], w: f32[2, 8, 5, 5], b: f32[2, 1, 1], r: f32[3, 1, 100, 100]) { relu(conv2d(x, w) + b) - r }
         """, sizes: [1], tolerance: 1e-4)
         // Weight gradients (conv2d of two transposed tensors) computed image by image in 8 parts:
         // fewer images than parts; 9 images with padding and dilation (a strided forward conv).
@@ -262,11 +266,14 @@ final class CodegenTests: XCTestCase {
     }
 
     /// The pooling gradients exist only in differentiated code: a step's `grad.` function against the interpreter's.
+    /// A ReLU's gradient after a pooling gradient runs in the pooling gradient's kernel: as each
+    /// element is stored (v: windows that tile the input), or after it, in place (w).
     func testPoolingGradients() throws {
         let source = """
         model Pools() {
           param w: f32[2, 3, 8, 7] = normal(1.0)
           param u: f32[2, 3, 8, 8] = ones   // windows that tile it, every one a tie: the first element takes the gradient
+          param v: f32[2, 3, 8, 8] = normal(1.0)
         }
         let pools = Pools()
         train {
@@ -274,7 +281,8 @@ final class CodegenTests: XCTestCase {
           optim = sgd(pools, lr = 0.1)
           steps = 1
           batch = 4
-          step(b) { minimize optim: sum(max_pool2d(pools.w * b.x[0, 0], 2) * 1.5) + sum(avg_pool2d(pools.w, 3, stride = 2, padding = 1) * pools.w[0, 0, 0, 0]) + sum(max_pool2d(pools.u, 2) * 0.5) }
+          step(b) { minimize optim: sum(max_pool2d(pools.w * b.x[0, 0], 2) * 1.5) + sum(avg_pool2d(pools.w, 3, stride = 2, padding = 1) * pools.w[0, 0, 0, 0]) + sum(max_pool2d(pools.u, 2) * 0.5) +
+            sum(max_pool2d(relu(pools.v), 2) * 2.0) + sum(max_pool2d(relu(pools.w), 2, stride = 1)) + sum(avg_pool2d(relu(pools.w), 2) * 3.0) }
         }
         """
         guard let m = compileOK(source, stopAfter: "dce") else { return }

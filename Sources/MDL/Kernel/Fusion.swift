@@ -8,11 +8,15 @@
 /// only use is an elementwise chain of its shape (bias-add, activation) is computed by the
 /// chain's kernel: the GEMM writes the kernel's result, which starts as the bias when the
 /// chain begins with an add (the GEMM accumulates onto it, so the add costs no pass), and
-/// the rest of the chain runs over the result in place.
+/// the rest of the chain runs over the result in place. A convolution's chain runs image by
+/// image right after the image's GEMM, while its output is in cache; a pooling gradient's
+/// chain (a ReLU's gradient) runs as each element is stored, where windows tile the input.
 extension FunctionLowering {
     static let elementwiseOps: Set<OpKind> = OpKind.unary.union(OpKind.binary).union([.select, .cast])
     /// Ops whose kernels read their operands through `element`, so they can absorb producers.
     static let fusingConsumers: Set<OpKind> = elementwiseOps.union([.broadcast, .sum, .mean, .reduce_max, .reduce_min, .logsumexp, .argmax])
+    /// Ops whose kernels can run the elementwise chain consuming their result (an epilogue).
+    static let epilogueProducts: Set<OpKind> = [.matmul, .conv2d, .conv2d_transpose, .maxpool2d_grad, .avgpool2d_grad]
 
     /// Decides which values get no kernel of their own: transposes of the last two axes used
     /// only by matrix products (folded into the GEMM flags), the transposes around a weight
@@ -67,10 +71,15 @@ extension FunctionLowering {
         }
         visit(body)
         guard fusion else { return }
-        // GEMM epilogues: from a single-use matmul up its chain of fused single-use elementwise
-        // ops of the same shape to the chain's kernel.
+        // Epilogues: from a single-use product (matmul, convolution but not a weight gradient read
+        // in place, pooling gradient) up its chain of fused single-use elementwise ops of the same
+        // shape to the chain's kernel.
         // (One per kernel: of two products added together, the first in program order is the bias of the second.)
-        for (id, product) in producers.sorted(by: { $0.key < $1.key }) where product.op == .matmul && !fused.contains(id) && type(product.results[0]).dtype == .f32 {
+        let products = producers.sorted(by: { $0.key < $1.key }).filter { id, op in
+            Self.epilogueProducts.contains(op.op) && !(op.op == .conv2d && foldedTransposes[op.operands[0].id] != nil)
+                && !fused.contains(id) && type(op.results[0]).dtype == .f32
+        }
+        for (id, product) in products {
             let shape = type(product.results[0]).shape
             guard let first = users[id], first.count == 1, var root = Optional(first[0].op), Self.elementwiseOps.contains(root.op),
                   blockOf[root.results[0].id] == blockOf[id], type(root.results[0]).shape == shape else { continue }
@@ -78,7 +87,7 @@ extension FunctionLowering {
             while fused.contains(root.results[0].id), let next = users[root.results[0].id], next.count == 1,
                   Self.elementwiseOps.contains(next[0].op.op), type(next[0].op.results[0]).shape == shape { root = next[0].op }
             guard !fused.contains(root.results[0].id), epilogues[root.results[0].id] == nil, type(root.results[0]).dtype == .f32 else { continue }
-            let bias = user.op == .add && user.operands.count == 2 && user.operands[0] != user.operands[1]
+            let bias = product.op == .matmul && user.op == .add && user.operands.count == 2 && user.operands[0] != user.operands[1]
                 ? user.operands[user.operands[0].id == id ? 1 : 0] : nil
             fused.insert(id)
             epilogues[root.results[0].id] = Epilogue(product: product, bias: bias, leaf: bias == nil ? id : user.results[0].id)
@@ -102,7 +111,12 @@ extension FunctionLowering {
     /// broadcasts to (right-aligned). With `flat`, the space is walked by one flat index
     /// and every buffer read has the space's shape or a single element (see `flatReadable`).
     func element(_ v: Value, _ idx: [ScalarExpr], space: [Dim], flat: ScalarExpr? = nil) -> ScalarExpr {
-        if let leaf = epilogueLeaf, leaf.value == v.id { return .load(leaf.buffer, flat ?? flatIndex(idx, space)) }
+        if let leaf = epilogueLeaf, leaf.value == v.id {
+            switch leaf.element {
+            case .inPlace(let b): return .load(b, flat ?? flatIndex(idx, space))
+            case .given(let e): return e
+            }
+        }
         guard fused.contains(v.id), let op = producers[v.id] else {
             let shape = type(v).shape
             if let flat { return .load(buf(v), shape == space ? flat : .index(0)) }

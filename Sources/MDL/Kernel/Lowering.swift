@@ -38,10 +38,10 @@ struct FunctionLowering {
     var producers: [Int: Operation] = [:]
     /// Sums whose kernel computes the matmul they reduce (Fusion.swift).
     var summedProducts: Set<Int> = []
-    /// GEMM epilogues by the value of the kernel that computes them (Fusion.swift), and while
-    /// that kernel is lowered, the value its result buffer holds after the GEMM.
+    /// Epilogues by the value of the kernel that computes them (Fusion.swift), and while that
+    /// kernel is lowered, where its chain reads the product's value.
     var epilogues: [Int: Epilogue] = [:]
-    var epilogueLeaf: (value: Int, buffer: BufferID)?
+    var epilogueLeaf: (value: Int, element: LeafElement)?
     /// Whether kernels fuse (Fusion.swift); off, every op is its own kernel.
     var fusion = true
     /// Scratch buffers the op being lowered needs for the duration of its kernel.
@@ -227,13 +227,19 @@ struct FunctionLowering {
     }
 }
 
-/// A matmul computed by the kernel of the elementwise chain that consumes it: the GEMM
-/// accumulates onto `bias` (broadcast into the result first) when the chain starts with
-/// adding it; `leaf` is the value the result holds after the GEMM.
+/// A product (matmul, convolution, pooling gradient) computed by the kernel of the elementwise
+/// chain that consumes it: a matmul's GEMM accumulates onto `bias` (broadcast into the result
+/// first) when the chain starts with adding it; `leaf` is the value the result holds after the product.
 struct Epilogue {
     var product: Operation
     var bias: Value?
     var leaf: Int
+}
+
+/// Where an epilogue's chain reads its product's element.
+enum LeafElement {
+    case inPlace(BufferID)     // in the result buffer, at the element's own index
+    case given(ScalarExpr)     // an expression the product's loop provides at this element
 }
 
 extension Step {

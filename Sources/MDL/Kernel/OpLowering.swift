@@ -179,9 +179,9 @@ extension FunctionLowering {
             return makeKernel(op, [out] + matmulOperands(op).map(\.buffer), matmul(op, out: out))
 
         case .conv2d:
-            return try convolution(op, out: out)
+            return makeKernel(op, [out], convolution(op, out: out))
         case .conv2d_transpose:
-            return try transposedConvolution(op, out: out)
+            return makeKernel(op, [out] + operands, transposedConvolution(op, out: out))
         case .maxpool2d, .avgpool2d, .maxpool2d_grad, .avgpool2d_grad:
             return makeKernel(op, [out] + operands, pooling(op, out: out))
 
@@ -324,10 +324,16 @@ extension FunctionLowering {
         }
     }
 
-    /// The kernel of an elementwise chain that computes its matmul operand (Fusion.swift): the
-    /// bias broadcast into the result, the GEMM accumulating onto it (or writing it), then the
-    /// rest of the chain in place, unless the chain was only the bias-add.
+    /// The kernel of an elementwise chain that computes its product operand (Fusion.swift). For
+    /// a matmul: the bias broadcast into the result, the GEMM accumulating onto it (or writing
+    /// it), then the rest of the chain in place, unless the chain was only the bias-add.
     mutating func epilogue(_ root: Operation, _ e: Epilogue, out: BufferID) -> [KernelStmt] {
+        switch e.product.op {
+        case .conv2d: return convolution(e.product, out: out, epilogue: root)
+        case .conv2d_transpose: return transposedConvolution(e.product, out: out, epilogue: root)
+        case .maxpool2d_grad, .avgpool2d_grad: return pooling(e.product, out: out, epilogue: root)
+        default: break
+        }
         let shape = type(root.results[0]).shape
         var body: [KernelStmt] = []
         if let bias = e.bias {
@@ -335,9 +341,14 @@ extension FunctionLowering {
         }
         body += matmul(e.product, out: out).map { $0.accumulating(e.bias != nil) }
         guard e.leaf != root.results[0].id else { return body }
-        epilogueLeaf = (e.leaf, out)
+        return body + chainInPlace(root, leaf: e.leaf, out: out)
+    }
+
+    /// The chain `root` over the whole result, in place: `out` holds the value `leaf`.
+    mutating func chainInPlace(_ root: Operation, leaf: Int, out: BufferID) -> [KernelStmt] {
+        epilogueLeaf = (leaf, .inPlace(out))
         defer { epilogueLeaf = nil }
-        return body + elementwiseLoop(root, out: out)
+        return elementwiseLoop(root, out: out)
     }
 
     /// The loop computing an elementwise op (and what is fused into it) into `out`: one flat
@@ -377,8 +388,8 @@ extension FunctionLowering {
         .select(inside, .load(x, .select(inside, source, .index(0))), .f32(0))
     }
 
-    /// conv2d as im2col and GEMM. An image whose product is large gets its own columns and GEMM,
-    /// straight into its output, and the images of a group run in parallel. Small products
+    /// conv2d as im2col and GEMM. An image whose product is large gets its own GEMM, straight
+    /// into its output, from columns its part of the images reuses (`imagesInParts`). Small products
     /// (few channels) are grouped, so that OpenBLAS gets few large products: for each group of up to G images,
     /// cols[C*KH*KW, g*OH*OW] holds the receptive fields, prod[O, g*OH*OW] = w[O, C*KH*KW] @ cols,
     /// and prod is copied into the NCHW result. G keeps cols near 4M floats (16 MB); when the
@@ -386,7 +397,9 @@ extension FunctionLowering {
     /// When the window is larger than the output (a weight gradient: the window is the output
     /// gradient, the output the kernel), cols is stored transposed, [g*OH*OW, C*KH*KW], so that
     /// im2col copies whole window rows; the GEMM reads it transposed.
-    mutating func convolution(_ op: Operation, out: BufferID) throws -> Kernel {
+    /// With an `epilogue` (the elementwise chain consuming the convolution, Fusion.swift), `out`
+    /// is the chain's result, computed image by image as the image's products are done.
+    mutating func convolution(_ op: Operation, out: BufferID, epilogue root: Operation? = nil) -> [KernelStmt] {
         if let x = foldedTransposes[op.operands[0].id], let dy = foldedTransposes[op.operands[1].id] {
             return weightGradient(op, x: x, dy: dy, out: out)
         }
@@ -397,52 +410,82 @@ extension FunctionLowering {
         let (kh, kw) = (ScalarExpr(ws[2]), ScalarExpr(ws[3]))
         let (oh, ow) = (ScalarExpr(os[2]), ScalarExpr(os[3]))
         let ckk = xs[1] * ws[2] * ws[3], ohw = os[2] * os[3]
+        let iy = ScalarExpr.v("y") * .index(stride[0]) - .index(pad[0]) + .v("ki") * .index(dil[0])
+        let ix = ScalarExpr.v("x") * .index(stride[1]) - .index(pad[1]) + .v("kj") * .index(dil[1])
+        let inside = inPlane(iy, ix, height: h, width: wd)
+        let row = (ScalarExpr.v("c") * kh + .v("ki")) * kw + .v("kj")
+        let windowRows = (ws[3].constant ?? 0) > (os[3].constant ?? Int.max)
+        // A large product per image (at least 64^3 multiply-adds: clear of OpenBLAS's small-matrix
+        // path) runs whole on one thread, straight into the image's output: OpenBLAS is faster
+        // on one image's columns, which stay in cache, than on a group's.
+        if !windowRows, let work = (os[1] * ckk * ohw).constant, work >= 1 << 18 {
+            let parts = imageParts(ckk * ohw)
+            let cols = scratch("cols", TensorType(.f32, [Dim(parts), ckk, ohw]))
+            let mine = ScalarExpr.v("part") * ScalarExpr(ckk * ohw)
+            let source = ((ScalarExpr.v("n") * c + .v("c")) * h + iy) * wd + ix
+            let own = KernelStmt.store(cols, mine + row * ScalarExpr(ohw) + .v("y") * ow + .v("x"), paddedLoad(x, source, inside: inside))
+            let im2col = KernelStmt.loop("c", c, [.loop("ki", kh, [.loop("kj", kw, [.loop("y", oh, [.loop("x", ow, [own])])])])])
+            let gemm = KernelStmt.gemm(Gemm(a: w, aOffset: .index(0), transposeA: false, b: cols, bOffset: mine, transposeB: false,
+                                            c: out, cOffset: .v("n") * ScalarExpr(os[1] * ohw), m: ScalarExpr(os[1]), n: ScalarExpr(ohw), k: ScalarExpr(ckk), accumulate: false))
+            let chain = root.map { [imageEpilogue($0, of: op, image: .v("n"), out: out, leaf: .inPlace(out))] } ?? []
+            return [imagesInParts(ScalarExpr(xs[0]), parts: parts, each: [im2col, gemm] + chain, work: work)]
+        }
         var group = (ckk * ohw).constant.map { Dim(max(1, (1 << 22) / max(1, $0))) } ?? xs[0]
         if let g = group.constant, let n = xs[0].constant, n < g { group = xs[0] }
-        let windowRows = (ws[3].constant ?? 0) > (os[3].constant ?? Int.max)
         let cols = scratch("cols", TensorType(.f32, windowRows ? [group * ohw, ckk] : [ckk, group * ohw]))
         let n = ScalarExpr(xs[0]), g = ScalarExpr(group)
         // Group `grp` covers images first ..< first + count.
         let first = ScalarExpr.v("grp") * g
         let count = ScalarExpr.v("count"), width = ScalarExpr.v("count") * ScalarExpr(ohw)
-        let iy = ScalarExpr.v("y") * .index(stride[0]) - .index(pad[0]) + .v("ki") * .index(dil[0])
-        let ix = ScalarExpr.v("x") * .index(stride[1]) - .index(pad[1]) + .v("kj") * .index(dil[1])
-        let inside = inPlane(iy, ix, height: h, width: wd)
         let image = first + .v("gi")
         let source = ((image * c + .v("c")) * h + iy) * wd + ix
-        let row = (ScalarExpr.v("c") * kh + .v("ki")) * kw + .v("kj")
         let column = ScalarExpr.v("gi") * ScalarExpr(ohw) + .v("y") * ow + .v("x")
         let field = KernelStmt.store(cols, windowRows ? column * ScalarExpr(ckk) + row : row * width + column,
                                      paddedLoad(x, source, inside: inside))
         let perImage = (ckk * ohw).constant ?? (1 << 16)
-        // A large product per image (at least 64^3 multiply-adds: clear of OpenBLAS's small-matrix
-        // path) runs whole on one thread per image, straight into the image's output: OpenBLAS
-        // is faster on one image's columns, which stay in cache, than on a group's.
-        if !windowRows, let work = (os[1] * ckk * ohw).constant, work >= 1 << 18 {
-            let mine = ScalarExpr.v("gi") * ScalarExpr(ckk * ohw)
-            let own = KernelStmt.store(cols, mine + row * ScalarExpr(ohw) + .v("y") * ow + .v("x"),
-                                       paddedLoad(x, source, inside: inside))
-            let gemm = KernelStmt.gemm(Gemm(a: w, aOffset: .index(0), transposeA: false, b: cols, bOffset: mine, transposeB: false,
-                                            c: out, cOffset: image * ScalarExpr(os[1] * ohw), m: ScalarExpr(os[1]), n: ScalarExpr(ohw), k: ScalarExpr(ckk), accumulate: false))
-            let im2col = KernelStmt.loop("c", c, [.loop("ki", kh, [.loop("kj", kw, [.loop("y", oh, [.loop("x", ow, [own])])])])])
-            return makeKernel(op, [out, x, w, cols], [.loop("grp", (n + g - .index(1)) / g, [
-                .bind("count", .binary(.min, g, n - first)),
-                .parallel("gi", .v("count"), [im2col, gemm], work: work),
-            ])])
-        }
         let product = scratch("prod", TensorType(.f32, [os[1], group * ohw]))
         let im2col: KernelStmt = windowRows
             ? .parallel("gi", count, [.loop("y", oh, [.loop("x", ow, [.loop("c", c, [.loop("ki", kh, [.loop("kj", kw, [field])])])])])], work: perImage)
             : .parallel("gi", count, [.loop("c", c, [.loop("ki", kh, [.loop("kj", kw, [.loop("y", oh, [.loop("x", ow, [field])])])])])], work: perImage)
         let gemm = KernelStmt.gemm(Gemm(a: w, aOffset: .index(0), transposeA: false, b: cols, bOffset: .index(0), transposeB: windowRows,
                                         c: product, cOffset: .index(0), m: ScalarExpr(os[1]), n: width, k: ScalarExpr(ckk), accumulate: false))
-        let scatter: KernelStmt = .parallel("gi", count, [.loop("o", ScalarExpr(os[1]), [.loop("p", ScalarExpr(ohw), [
-            .store(out, ((image * ScalarExpr(os[1]) + .v("o")) * ScalarExpr(ohw)) + .v("p"), .load(product, ScalarExpr.v("o") * width + .v("gi") * ScalarExpr(ohw) + .v("p"))),
-        ])])], work: (os[1] * ohw).constant ?? (1 << 16))
+        let copy = root.map { imageEpilogue($0, of: op, image: image, out: out,
+                                            leaf: .given(.load(product, ScalarExpr.v("o") * width + .v("gi") * ScalarExpr(ohw) + .v("y") * ow + .v("x")))) }
+            ?? .loop("o", ScalarExpr(os[1]), [.loop("p", ScalarExpr(ohw), [
+                .store(out, ((image * ScalarExpr(os[1]) + .v("o")) * ScalarExpr(ohw)) + .v("p"), .load(product, ScalarExpr.v("o") * width + .v("gi") * ScalarExpr(ohw) + .v("p"))),
+            ])])
+        let scatter = KernelStmt.parallel("gi", count, [copy], work: (os[1] * ohw).constant ?? (1 << 16))
         let groups = (n + g - .index(1)) / g
-        return makeKernel(op, [out, x, w, cols, product], [.loop("grp", groups, [
-            .bind("count", .binary(.min, g, n - first)), im2col, gemm, scatter,
-        ])])
+        return [.loop("grp", groups, [.bind("count", .binary(.min, g, n - first)), im2col, gemm, scatter])]
+    }
+
+    /// The elementwise chain `root` over one image of its convolution `conv` (output position
+    /// (o, y, x)), whose value is `leaf`, into `out`.
+    mutating func imageEpilogue(_ root: Operation, of conv: Operation, image: ScalarExpr, out: BufferID, leaf: LeafElement) -> KernelStmt {
+        let os = type(root.results[0]).shape
+        let idx = [image, .v("o"), .v("y"), .v("x")]
+        epilogueLeaf = (conv.results[0].id, leaf)
+        defer { epilogueLeaf = nil }
+        return .loop("o", ScalarExpr(os[1]), [.loop("y", ScalarExpr(os[2]), [.loop("x", ScalarExpr(os[3]), [
+            .store(out, flatIndex(idx, os), computed(root, idx, space: os)),
+        ])])])
+    }
+
+    /// How many parts the images of a convolution run in, each part with its own scratch of
+    /// `perImage` floats reused image after image (so it stays in cache): 8, fewer when that
+    /// scratch would pass 32 MB. A function of the shape only, so sums over parts do not
+    /// depend on the thread count.
+    func imageParts(_ perImage: Dim) -> Int {
+        guard let floats = perImage.constant else { return 8 }
+        return min(8, max(2, (1 << 23) / max(1, floats)))
+    }
+
+    /// `each` for every image n ..< images, in `parts` fixed parts run in parallel: part `part`
+    /// takes images part*images/parts ..< (part+1)*images/parts in order, after `setup`.
+    func imagesInParts(_ images: ScalarExpr, parts: Int, setup: [KernelStmt] = [], each: [KernelStmt], work: Int) -> KernelStmt {
+        let count = ScalarExpr.index(parts)
+        let first = ScalarExpr.v("part") * images / count, end = (ScalarExpr.v("part") + .index(1)) * images / count
+        return .parallel("part", count, setup + [.loop("m", end - first, [.bind("n", first + .v("m"))] + each)], work: work)
     }
 
     /// A weight gradient, conv2d(transpose(x), transpose(dy)) with both transposes [1, 0, 2, 3]
@@ -453,7 +496,7 @@ extension FunctionLowering {
     /// and dy transposed. The images are split into 8 fixed parts, each with its own columns and
     /// partial sum (the parts run in parallel); the result adds the 8 partials in order, so the
     /// thread count does not change it.
-    mutating func weightGradient(_ op: Operation, x xv: Value, dy dyv: Value, out: BufferID) -> Kernel {
+    mutating func weightGradient(_ op: Operation, x xv: Value, dy dyv: Value, out: BufferID) -> [KernelStmt] {
         let (x, dy) = (buf(xv), buf(dyv))
         let xs = type(xv).shape, ds = type(dyv).shape, os = type(op.results[0]).shape // [N,C,H,W], [N,O,KH,KW], [C,O,OH,OW]
         let stride = ints(op, "stride"), pad = ints(op, "padding"), dil = ints(op, "dilation")
@@ -474,25 +517,23 @@ extension FunctionLowering {
         ])])])
         let gemm = KernelStmt.gemm(Gemm(a: cols, aOffset: myCols, transposeA: false, b: dy, bOffset: .v("n") * ScalarExpr(outputs * depth), transposeB: true,
                                         c: partial, cOffset: myPartial, m: ScalarExpr(rows), n: ScalarExpr(outputs), k: ScalarExpr(depth), accumulate: true))
-        let n = ScalarExpr(xs[0]), count = ScalarExpr.index(parts)
-        let first = ScalarExpr.v("part") * n / count, end = (ScalarExpr.v("part") + .index(1)) * n / count
-        let perPart = KernelStmt.parallel("part", count, [
-            .loop("q", ScalarExpr(rows * outputs), [.store(partial, myPartial + .v("q"), .f32(0))]),
-            .loop("m", end - first, [.bind("n", first + .v("m")), im2col, gemm]),
-        ], work: (rows * outputs * depth).constant ?? (1 << 16))
+        let perPart = imagesInParts(ScalarExpr(xs[0]), parts: parts, setup: [.loop("q", ScalarExpr(rows * outputs), [.store(partial, myPartial + .v("q"), .f32(0))])],
+                                    each: [im2col, gemm], work: (rows * outputs * depth).constant ?? (1 << 16))
+        let count = ScalarExpr.index(parts)
         let positions = ScalarExpr(os[2] * os[3])
         let total = KernelStmt.parallel("c", ScalarExpr(xs[1]), [.loop("o", ScalarExpr(outputs), [.loop("ij", positions, [
             .declare("acc", .f32(0)),
             .loop("p", count, [.accumulate("acc", .add, .load(partial, ScalarExpr.v("p") * ScalarExpr(rows * outputs) + (ScalarExpr.v("c") * positions + .v("ij")) * ScalarExpr(outputs) + .v("o")))]),
             .store(out, (ScalarExpr.v("c") * ScalarExpr(outputs) + .v("o")) * positions + .v("ij"), .v("acc")),
         ])])], work: (outputs * os[2] * os[3]).constant.map { $0 * parts } ?? (1 << 16))
-        return makeKernel(op, [out, x, dy, cols, partial], [perPart, total])
+        return [perPart, total]
     }
 
     /// conv2d_transpose as one GEMM per image, cols[O*KH*KW, H*W] = w[C, O*KH*KW]^T @ x[n][C, H*W], then
-    /// col2im into the image's (first cleared) output. The images of a group (columns near 4M
-    /// floats in all) run in parallel, each with its own columns and its whole GEMM on one thread.
-    mutating func transposedConvolution(_ op: Operation, out: BufferID) throws -> Kernel {
+    /// col2im into the image's (first cleared) output. The images run in parts (`imageParts`) in
+    /// parallel, each part with its own columns, each image's GEMM whole on one thread.
+    /// With an `epilogue`, the chain runs over each image once its col2im is done.
+    mutating func transposedConvolution(_ op: Operation, out: BufferID, epilogue root: Operation? = nil) -> [KernelStmt] {
         let (x, w) = (buf(op.operands[0]), buf(op.operands[1]))
         let xs = type(op.operands[0]).shape, ws = type(op.operands[1]).shape, os = type(op.results[0]).shape
         let stride = ints(op, "stride"), pad = ints(op, "padding")
@@ -500,14 +541,13 @@ extension FunctionLowering {
         let (o, kh, kw) = (ScalarExpr(ws[1]), ScalarExpr(ws[2]), ScalarExpr(ws[3]))
         let (oh, ow) = (ScalarExpr(os[2]), ScalarExpr(os[3]))
         let okk = ws[1] * ws[2] * ws[3], hw = xs[2] * xs[3]
-        var group = (okk * hw).constant.map { Dim(max(1, (1 << 22) / max(1, $0))) } ?? Dim(1)
-        if let g = group.constant, let n = xs[0].constant, n < g { group = xs[0] }
-        let cols = scratch("cols", TensorType(.f32, [group, okk, hw]))
+        let parts = imageParts(okk * hw)
+        let cols = scratch("cols", TensorType(.f32, [Dim(parts), okk, hw]))
         let oy = ScalarExpr.v("y") * .index(stride[0]) - .index(pad[0]) + .v("ki")
         let ox = ScalarExpr.v("x") * .index(stride[1]) - .index(pad[1]) + .v("kj")
         let inside = inPlane(oy, ox, height: oh, width: ow)
         let target = ((ScalarExpr.v("n") * o + .v("o")) * oh + oy) * ow + ox
-        let mine = ScalarExpr.v("gi") * ScalarExpr(okk * hw)
+        let mine = ScalarExpr.v("part") * ScalarExpr(okk * hw)
         let row = (ScalarExpr.v("o") * kh + .v("ki")) * kw + .v("kj")
         let image = ScalarExpr(os[1] * os[2] * os[3])
         let clear = KernelStmt.loop("q", image, [.store(out, ScalarExpr.v("n") * image + .v("q"), .f32(0))])
@@ -516,14 +556,14 @@ extension FunctionLowering {
         let col2im = KernelStmt.loop("o", o, [.loop("ki", kh, [.loop("kj", kw, [.loop("y", h, [.loop("x", wd, [
             .when(inside, [.store(out, target, .binary(.add, .load(out, target), .load(cols, mine + row * ScalarExpr(hw) + .v("y") * wd + .v("x"))))]),
         ])])])])])
-        let n = ScalarExpr(xs[0]), g = ScalarExpr(group), first = ScalarExpr.v("grp") * g
-        return makeKernel(op, [out, x, w, cols], [.loop("grp", (n + g - .index(1)) / g, [
-            .bind("count", .binary(.min, g, n - first)),
-            .parallel("gi", .v("count"), [.bind("n", first + .v("gi")), clear, gemm, col2im], work: (okk * hw * xs[1]).constant ?? (1 << 16)),
-        ])])
+        let chain = root.map { [imageEpilogue($0, of: op, image: .v("n"), out: out, leaf: .inPlace(out))] } ?? []
+        return [imagesInParts(ScalarExpr(xs[0]), parts: parts, each: [clear, gemm, col2im] + chain, work: (okk * hw * xs[1]).constant ?? (1 << 16))]
     }
 
-    func pooling(_ op: Operation, out: BufferID) -> [KernelStmt] {
+    /// With an `epilogue` (pooling gradients), the chain runs as each element is stored where
+    /// the windows cover the input and the chain reads only elements at its own index, else
+    /// over the result in place afterwards.
+    mutating func pooling(_ op: Operation, out: BufferID, epilogue root: Operation? = nil) -> [KernelStmt] {
         let x = buf(op.operands[0])
         let xs = type(op.operands[0]).shape
         let kernel = ints(op, "kernel"), stride = ints(op, "stride"), pad = ints(op, "padding")
@@ -578,20 +618,33 @@ extension FunctionLowering {
                              .assign("arg", .select(.v("better"), .constant(Double(k), .f32), .v("arg"))), .assign("best", .select(.v("better"), .v("v\(k)"), .v("best")))]
                 }
                 body.append(.bind("share", .load(g, windowIndex)))
-                for (k, (ki, kj)) in positions.enumerated() {
-                    body += [.bind("ki", .index(ki)), .bind("kj", .index(kj)),
-                             .store(out, at, .select(.binary(.eq, .v("arg"), .constant(Double(k), .f32)), .v("share"), .f32(0)))]
+                var stored = positions.indices.map { ScalarExpr.select(.binary(.eq, .v("arg"), .constant(Double($0), .f32)), .v("share"), .f32(0)) }
+                var rest = root.map { chainInPlace($0, leaf: op.results[0].id, out: out) } ?? []
+                if covers, let root, case let through = stored.compactMap({ storedThrough(root, of: op, $0, at: at) }), through.count == stored.count {
+                    (stored, rest) = (through, [])
                 }
-                return [overOutputs(clearing: !covers, body)]
+                for (k, (ki, kj)) in positions.enumerated() { body += [.bind("ki", .index(ki)), .bind("kj", .index(kj)), .store(out, at, stored[k])] }
+                return [overOutputs(clearing: !covers, body)] + rest
             }
             return [overOutputs(clearing: true, [.declare("best", .f32(-.infinity)), .declare("arg", .index(-1))]
                 + overWindow(unrolling: false, [.bind("v", .load(x, at)), .when(.binary(.gt, .v("v"), .v("best")), [.assign("best", .v("v")), .assign("arg", at)])])
                 + [.when(ScalarExpr.index(0).lt(.v("arg") + .index(1)), [.store(out, .v("arg"), .binary(.add, .load(out, .v("arg")), .load(g, windowIndex)))])])]
+                + (root.map { chainInPlace($0, leaf: op.results[0].id, out: out) } ?? [])
         default:
             let g = buf(op.operands[1])
             return [overOutputs(clearing: true, [.bind("share", .binary(.div, .load(g, windowIndex), .convert(window, .f32)))]
                 + overWindow(unrolling: false, [.store(out, at, .binary(.add, .load(out, at), .v("share")))]))]
+                + (root.map { chainInPlace($0, leaf: op.results[0].id, out: out) } ?? [])
         }
+    }
+
+    /// The chain `root` at the element of flat index `at`, where the product `op` has the value
+    /// `value`; nil when the chain reads some operand at other indices (a broadcast).
+    mutating func storedThrough(_ root: Operation, of op: Operation, _ value: ScalarExpr, at: ScalarExpr) -> ScalarExpr? {
+        epilogueLeaf = (op.results[0].id, .given(value))
+        defer { epilogueLeaf = nil }
+        let shape = type(root.results[0]).shape
+        return flatComputable(root, space: shape) ? computed(root, [], space: shape, flat: at) : nil
     }
 
     // MARK: random numbers

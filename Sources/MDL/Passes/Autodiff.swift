@@ -123,7 +123,9 @@ enum Autodiff {
         .rsqrt: { b, a in [try b.mul(try b.scale(a.g, -0.5), try b.mul(a.y, try b.mul(a.y, a.y)))] },
         .tanh: { b, a in [try b.mul(a.g, try b.sub(try b.constant(1), try b.mul(a.y, a.y)))] },
         .sigmoid: { b, a in [try b.mul(a.g, try b.mul(a.y, try b.sub(try b.constant(1), a.y)))] },
-        .relu: { b, a in [try b.emit(.select, [try b.emit(.gt, [a.x[0], try b.constant(0)]), a.g, try b.constant(0)])] },
+        // relu(x) > 0 exactly where x > 0; testing the result leaves x a single use, so that x
+        // (a bias-add) can fuse into the kernel of its producer.
+        .relu: { b, a in [try b.emit(.select, [try b.emit(.gt, [a.y, try b.constant(0)]), a.g, try b.constant(0)])] },
         .gelu: { b, a in
             let x = a.x[0]
             let cdf = try b.scale(try b.add(try b.constant(1), try b.emit(.erf, [try b.scale(x, 1 / 2.0.squareRoot())])), 0.5)
