@@ -160,22 +160,28 @@ final class CodegenTests: XCTestCase {
     }
 
     func testReductionsOverEveryAxisPattern() throws {
-        var procs: [String] = []
+        var procs: [String] = [], merged: [String] = []
         for (i, r) in ["sum", "mean", "max", "min", "logsumexp"].enumerated() {
             procs += ["proc a\(i)(x: f32[N]) { \(r)(x) }", "proc b\(i)(x: f32[M, N]) { \(r)(x, axis = 0) }",
                       "proc c\(i)(x: f32[M, N]) { \(r)(x, axis = -1, keepdims = true) }", "proc d\(i)(x: f32[M, N, 2]) { \(r)(x, axis = [0, 2]) }",
                       "proc e\(i)(x: f32[2, N, M]) { \(r)(x, axis = 1) }"]
+            // adjacent reduced (or kept) axes read as one, unless an operand broadcasts
+            merged += ["proc p\(i)(x: f32[M, 2, N, 3]) { \(r)(x * 2.0, axis = [2, 3]) }", "proc q\(i)(x: f32[2, 3, M, N]) { \(r)(x, axis = [0, 1]) }",
+                       "proc s\(i)(x: f32[M, 2, N], y: f32[N]) { \(r)(x * y, axis = [0, 1]) }"]
         }
         procs += ["proc f(x: f32[M, N]) { argmax(x, axis = -1) }", "proc g(x: f32[M, N]) { argmax(x, axis = 0, keepdims = true) }",
                   "proc h(x: f32[M, N]) { argmin(x, axis = 1) }",
                   "proc i(x: f32[M, N]) { cumsum(x, axis = 0) }", "proc j(x: f32[M, N]) { cumsum(x) }", "proc k(x: i32[M, N]) { cumsum(x, axis = 1) }"]
         try check(procs.joined(separator: "\n"), tolerance: 1e-5)
+        try check(merged.joined(separator: "\n"), tolerance: 1e-5)
     }
 
     func testShapeOps() throws {
         try check("""
         proc a(x: f32[M, N]) { transpose(x, [1, 0]) }
         proc b(x: f32[2, M, N]) { transpose(x, [2, 0, 1]) + 0.0 }
+        proc t(x: f32[2, M, N, 3]) { transpose(x, [1, 0, 2, 3]) }
+        proc u(x: f32[M, 2, N, 3]) { transpose(x, [2, 3, 0, 1]) }
         proc c(x: f32[N, M]) { reshape(x, [M, N]) * 2.0 }
         proc d(x: f32[N]) { broadcast_to(x, [3, N]) }
         proc e(x: f32[N, 6]) { x[1:, 1:5:2] }

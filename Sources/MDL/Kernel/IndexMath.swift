@@ -59,6 +59,16 @@ func rowMajorStrides(_ shape: [Dim]) -> [ScalarExpr] {
     return out
 }
 
+/// `shape` with each run of adjacent axes that `sameRun` puts together merged into one axis
+/// (row-major, so flat indices do not change), and the first original axis of each merged axis.
+func mergingRuns(_ shape: [Dim], _ sameRun: (Int, Int) -> Bool) -> (shape: [Dim], firsts: [Int]) {
+    var merged: [Dim] = [], firsts: [Int] = []
+    for (axis, d) in shape.enumerated() {
+        if axis > 0 && sameRun(axis - 1, axis) { merged[merged.count - 1] = merged[merged.count - 1] * d } else { merged.append(d); firsts.append(axis) }
+    }
+    return (merged, firsts)
+}
+
 /// Flat index of `indices` in a row-major `shape`.
 func flatIndex(_ indices: [ScalarExpr], _ shape: [Dim]) -> ScalarExpr {
     zip(indices, rowMajorStrides(shape)).reduce(ScalarExpr.index(0)) { $0 + $1.0 * $1.1 }
@@ -89,9 +99,14 @@ func parallelNest(_ shape: [Dim], prefix: String = "i", work: Int = 1, body: ([S
     return [.parallel(v, n, inner, work: min(1 << 30, staticWork(shape.dropFirst()) * work))]
 }
 
-/// Elements per iteration for the parallel threshold; a symbolic size counts as 64.
+/// Elements per iteration for the parallel threshold; each symbolic size in a dimension counts
+/// as 64 (`B * T` as 4096).
 func staticWork(_ dims: ArraySlice<Dim>) -> Int {
-    dims.reduce(1) { w, d in min(1 << 30, w * max(1, d.constant ?? 64)) }
+    dims.reduce(1) { w, d in
+        let terms = d.terms
+        let size = terms.monomials.reduce(terms.offset) { $0 + $1.1 * repeatElement(64, count: min(4, $1.0.count)).reduce(1, *) }
+        return min(1 << 30, w * max(1, min(1 << 30, size)))
+    }
 }
 
 extension Dim {

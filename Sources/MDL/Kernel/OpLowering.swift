@@ -83,11 +83,15 @@ extension FunctionLowering {
             ])])])
 
         case .transpose:
+            // Output axes that are adjacent input axes, in order, move as one: a [1, 0, 2, 3]
+            // transpose copies whole planes.
             let perm = ints(op, "perm")
-            let inStrides = rowMajorStrides(types[0].shape)
-            return makeKernel(op, [out, operands[0]], parallelNest(shape) { idx in
-                let source = idx.indices.reduce(ScalarExpr.index(0)) { $0 + idx[$1] * inStrides[perm[$1]] }
-                return [.store(out, flatIndex(idx, shape), .load(operands[0], source))]
+            let runs = mergingRuns(shape) { perm[$1] == perm[$0] + 1 }
+            let inputOrder = runs.firsts.indices.sorted { perm[runs.firsts[$0]] < perm[runs.firsts[$1]] }
+            let inStrides = rowMajorStrides(inputOrder.map { runs.shape[$0] })
+            let source = runs.firsts.indices.map { inStrides[inputOrder.firstIndex(of: $0)!] }
+            return makeKernel(op, [out, operands[0]], parallelNest(runs.shape) { idx in
+                [.store(out, flatIndex(idx, runs.shape), .load(operands[0], zip(idx, source).reduce(ScalarExpr.index(0)) { $0 + $1.0 * $1.1 }))]
             })
 
         case .slice:
@@ -202,9 +206,15 @@ extension FunctionLowering {
     /// Columns per parallel block of a reduction that keeps the last axis.
     static let columnBlock = 64
 
-    func reduction(_ op: Operation, input: Value, inputShape s: [Dim], out: BufferID) -> [KernelStmt] {
+    func reduction(_ op: Operation, input: Value, inputShape full: [Dim], out: BufferID) -> [KernelStmt] {
+        let given = Set(op.op == .argmax ? [axis(op, rank: full.count)] : normalizedAxes(ints(op, "axes"), rank: full.count))
+        // Adjacent axes both reduced or both kept are one axis when the input is read at flat
+        // indices: a bias gradient over [B, C, H, W] adds runs of H*W contiguous elements.
+        let flat = flatReadable(input, space: full)
+        let (s, firsts) = flat ? mergingRuns(full) { given.contains($0) == given.contains($1) } : (full, Array(full.indices))
         let rank = s.count
-        let axes = Set(op.op == .argmax ? [axis(op, rank: rank)] : normalizedAxes(ints(op, "axes"), rank: rank))
+        let axes = Set(firsts.indices.filter { given.contains(firsts[$0]) })
+        func read(_ idx: [ScalarExpr]) -> ScalarExpr { flat ? element(input, [], space: full, flat: flatIndex(idx, s)) : element(input, idx, space: full) }
         let kept = (0..<rank).filter { !axes.contains($0) }
         let reducedAxes = (0..<rank).filter { axes.contains($0) }
         let keptShape = kept.map { s[$0] }
@@ -213,7 +223,7 @@ extension FunctionLowering {
             var idx = [ScalarExpr](repeating: .index(0), count: rank)
             for (k, i) in zip(kept, keptIdx) { idx[k] = i }
             for (r, i) in zip(reducedAxes, redIdx) { idx[r] = i }
-            return element(input, idx, space: s)
+            return read(idx)
         }
         let identity: Double = op.op == .reduce_max ? -.infinity : op.op == .reduce_min ? .infinity : 0
         let combine: ScalarOp = op.op == .reduce_max ? .max : op.op == .reduce_min ? .min : .add
@@ -231,7 +241,7 @@ extension FunctionLowering {
                 var o = ScalarExpr.index(0)
                 for (j, k) in kept.enumerated() { o = o + all[k] * outStrides[j] }
                 return [.loop("jj", .binary(.min, block, width - .v("jb") * block), [
-                    .store(out, o, .binary(combine, .load(out, o), element(input, all, space: s))),
+                    .store(out, o, .binary(combine, .load(out, o), read(all))),
                 ])]
             }
             body.append(.parallel("jb", (width + block - .index(1)) / block, columns, work: staticWork(s.dropLast()[...]) * Self.columnBlock))
