@@ -272,8 +272,8 @@ final class CodegenTests: XCTestCase {
     }
 
     /// The pooling gradients exist only in differentiated code: a step's `grad.` function against the interpreter's.
-    /// A ReLU's gradient after a pooling gradient runs in the pooling gradient's kernel: as each
-    /// element is stored (v: windows that tile the input), or after it, in place (w).
+    /// A ReLU's gradient after a pooling gradient runs in the pooling gradient's kernel, after it,
+    /// in place (v: windows that tile the input; w: overlapping windows and average pooling).
     func testPoolingGradients() throws {
         let source = """
         model Pools() {

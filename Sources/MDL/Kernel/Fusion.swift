@@ -10,7 +10,7 @@
 /// chain begins with an add (the GEMM accumulates onto it, so the add costs no pass), and
 /// the rest of the chain runs over the result in place. A convolution's chain runs image by
 /// image right after the image's GEMM, while its output is in cache; a pooling gradient's
-/// chain (a ReLU's gradient) runs as each element is stored, where windows tile the input.
+/// chain (a ReLU's gradient) runs over its result in the same kernel.
 extension FunctionLowering {
     static let elementwiseOps: Set<OpKind> = OpKind.unary.union(OpKind.binary).union([.select, .cast])
     /// Ops whose kernels read their operands through `element`, so they can absorb producers.

@@ -341,7 +341,7 @@ extension FunctionLowering {
         switch e.product.op {
         case .conv2d: return convolution(e.product, out: out, epilogue: root)
         case .conv2d_transpose: return transposedConvolution(e.product, out: out, epilogue: root)
-        case .maxpool2d_grad, .avgpool2d_grad: return pooling(e.product, out: out, epilogue: root)
+        case .maxpool2d_grad, .avgpool2d_grad: return pooling(e.product, out: out) + chainInPlace(root, leaf: e.product.results[0].id, out: out)
         default: break
         }
         let shape = type(root.results[0]).shape
@@ -356,9 +356,14 @@ extension FunctionLowering {
 
     /// The chain `root` over the whole result, in place: `out` holds the value `leaf`.
     mutating func chainInPlace(_ root: Operation, leaf: Int, out: BufferID) -> [KernelStmt] {
-        epilogueLeaf = (leaf, .inPlace(out))
+        reading(leaf, as: .inPlace(out)) { $0.elementwiseLoop(root, out: out) }
+    }
+
+    /// `body`, lowered while an epilogue chain reads the product `leaf` as `element`.
+    mutating func reading<T>(_ leaf: Int, as element: LeafElement, _ body: (Self) -> T) -> T {
+        epilogueLeaf = (leaf, element)
         defer { epilogueLeaf = nil }
-        return elementwiseLoop(root, out: out)
+        return body(self)
     }
 
     /// The loop computing an elementwise op (and what is fused into it) into `out`: one flat
@@ -474,11 +479,8 @@ extension FunctionLowering {
     mutating func imageEpilogue(_ root: Operation, of conv: Operation, image: ScalarExpr, out: BufferID, leaf: LeafElement) -> KernelStmt {
         let os = type(root.results[0]).shape
         let idx = [image, .v("o"), .v("y"), .v("x")]
-        epilogueLeaf = (conv.results[0].id, leaf)
-        defer { epilogueLeaf = nil }
-        return .loop("o", ScalarExpr(os[1]), [.loop("y", ScalarExpr(os[2]), [.loop("x", ScalarExpr(os[3]), [
-            .store(out, flatIndex(idx, os), computed(root, idx, space: os)),
-        ])])])
+        let value = reading(conv.results[0].id, as: leaf) { $0.computed(root, idx, space: os) }
+        return .loop("o", ScalarExpr(os[1]), [.loop("y", ScalarExpr(os[2]), [.loop("x", ScalarExpr(os[3]), [.store(out, flatIndex(idx, os), value)])])])
     }
 
     /// How many parts the images of a convolution run in, each part with its own scratch of
@@ -570,10 +572,7 @@ extension FunctionLowering {
         return [imagesInParts(ScalarExpr(xs[0]), parts: parts, each: [clear, gemm, col2im] + chain, work: (okk * hw * xs[1]).constant ?? (1 << 16))]
     }
 
-    /// With an `epilogue` (pooling gradients), the chain runs as each element is stored where
-    /// the windows cover the input and the chain reads only elements at its own index, else
-    /// over the result in place afterwards.
-    mutating func pooling(_ op: Operation, out: BufferID, epilogue root: Operation? = nil) -> [KernelStmt] {
+    func pooling(_ op: Operation, out: BufferID) -> [KernelStmt] {
         let x = buf(op.operands[0])
         let xs = type(op.operands[0]).shape
         let kernel = ints(op, "kernel"), stride = ints(op, "stride"), pad = ints(op, "padding")
@@ -628,33 +627,20 @@ extension FunctionLowering {
                              .assign("arg", .select(.v("better"), .constant(Double(k), .f32), .v("arg"))), .assign("best", .select(.v("better"), .v("v\(k)"), .v("best")))]
                 }
                 body.append(.bind("share", .load(g, windowIndex)))
-                var stored = positions.indices.map { ScalarExpr.select(.binary(.eq, .v("arg"), .constant(Double($0), .f32)), .v("share"), .f32(0)) }
-                var rest = root.map { chainInPlace($0, leaf: op.results[0].id, out: out) } ?? []
-                if covers, let root, case let through = stored.compactMap({ storedThrough(root, of: op, $0, at: at) }), through.count == stored.count {
-                    (stored, rest) = (through, [])
+                for (k, (ki, kj)) in positions.enumerated() {
+                    body += [.bind("ki", .index(ki)), .bind("kj", .index(kj)),
+                             .store(out, at, .select(.binary(.eq, .v("arg"), .constant(Double(k), .f32)), .v("share"), .f32(0)))]
                 }
-                for (k, (ki, kj)) in positions.enumerated() { body += [.bind("ki", .index(ki)), .bind("kj", .index(kj)), .store(out, at, stored[k])] }
-                return [overOutputs(clearing: !covers, body)] + rest
+                return [overOutputs(clearing: !covers, body)]
             }
             return [overOutputs(clearing: true, [.declare("best", .f32(-.infinity)), .declare("arg", .index(-1))]
                 + overWindow(unrolling: false, [.bind("v", .load(x, at)), .when(.binary(.gt, .v("v"), .v("best")), [.assign("best", .v("v")), .assign("arg", at)])])
                 + [.when(ScalarExpr.index(0).lt(.v("arg") + .index(1)), [.store(out, .v("arg"), .binary(.add, .load(out, .v("arg")), .load(g, windowIndex)))])])]
-                + (root.map { chainInPlace($0, leaf: op.results[0].id, out: out) } ?? [])
         default:
             let g = buf(op.operands[1])
             return [overOutputs(clearing: true, [.bind("share", .binary(.div, .load(g, windowIndex), .convert(window, .f32)))]
                 + overWindow(unrolling: false, [.store(out, at, .binary(.add, .load(out, at), .v("share")))]))]
-                + (root.map { chainInPlace($0, leaf: op.results[0].id, out: out) } ?? [])
         }
-    }
-
-    /// The chain `root` at the element of flat index `at`, where the product `op` has the value
-    /// `value`; nil when the chain reads some operand at other indices (a broadcast).
-    mutating func storedThrough(_ root: Operation, of op: Operation, _ value: ScalarExpr, at: ScalarExpr) -> ScalarExpr? {
-        epilogueLeaf = (op.results[0].id, .given(value))
-        defer { epilogueLeaf = nil }
-        let shape = type(root.results[0]).shape
-        return flatComputable(root, space: shape) ? computed(root, [], space: shape, flat: at) : nil
     }
 
     // MARK: random numbers
