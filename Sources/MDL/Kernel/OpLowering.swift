@@ -232,17 +232,27 @@ extension FunctionLowering {
         // Sums, means, maxima and minima that keep the last axis accumulate into the output in input
         // order, so the innermost loop runs along contiguous rows of both buffers and vectorizes;
         // blocks of the last axis run in parallel (each output element still adds its inputs in order).
+        // When the rows are reduced, each update of the output adds 8 rows: an update per row
+        // would wait on the previous row's store.
         if [.sum, .mean, .reduce_max, .reduce_min].contains(op.op), let last = kept.last, last == rank - 1, !reducedAxes.isEmpty {
             let outStrides = rowMajorStrides(keptShape)
             let width = ScalarExpr(s[rank - 1]), block = ScalarExpr.index(Self.columnBlock)
             var body: [KernelStmt] = [.parallel("i", outCount, [.store(out, .v("i"), .f32(identity))], work: 1)]
-            let columns = loopNest(Array(s.dropLast())) { idx in
-                let all = idx + [ScalarExpr.v("jb") * block + .v("jj")]
-                var o = ScalarExpr.index(0)
-                for (j, k) in kept.enumerated() { o = o + all[k] * outStrides[j] }
-                return [.loop("jj", .binary(.min, block, width - .v("jb") * block), [
-                    .store(out, o, .binary(combine, .load(out, o), read(all))),
-                ])]
+            let column = ScalarExpr.v("jb") * block + .v("jj")
+            func update(_ lead: [ScalarExpr], rows: [ScalarExpr]) -> [KernelStmt] {
+                var terms = rows.map { read(lead + [$0, column]) }
+                while terms.count > 1 {
+                    terms = stride(from: 0, to: terms.count, by: 2).map { $0 + 1 < terms.count ? .binary(combine, terms[$0], terms[$0 + 1]) : terms[$0] }
+                }
+                let all = lead + [rows[0], column]
+                let o = kept.enumerated().reduce(ScalarExpr.index(0)) { $0 + all[$1.element] * outStrides[$1.offset] }
+                return [.loop("jj", .binary(.min, block, width - .v("jb") * block), [.store(out, o, .binary(combine, .load(out, o), terms[0]))])]
+            }
+            let unroll = ScalarExpr.index(8), rows = ScalarExpr(s[rank - 2])
+            let columns = loopNest(Array(s.dropLast(2))) { lead in
+                guard reducedAxes.contains(rank - 2) else { return [.loop("r", rows, update(lead, rows: [.v("r")]))] }
+                return [.loop("r", rows / unroll, update(lead, rows: (0..<8).map { ScalarExpr.v("r") * unroll + .index($0) })),
+                        .loop("r", rows % unroll, update(lead, rows: [rows / unroll * unroll + .v("r")]))]
             }
             body.append(.parallel("jb", (width + block - .index(1)) / block, columns, work: staticWork(s.dropLast()[...]) * Self.columnBlock))
             if op.op == .mean {
