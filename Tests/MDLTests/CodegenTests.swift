@@ -294,15 +294,51 @@ final class CodegenTests: XCTestCase {
             sum(max_pool2d(relu(pools.v), 2) * 2.0) + sum(max_pool2d(relu(pools.w), 2, stride = 1)) + sum(avg_pool2d(relu(pools.w), 2) * 3.0) }
         }
         """
-        guard let m = compileOK(source, stopAfter: "dce") else { return }
+        try checkGradients(source)
+    }
+
+    /// normalize and softmax row by row along the last, the first and a middle axis, reading a
+    /// fused producer; their gradients, which exist only in differentiated code, with the output
+    /// gradient (a product with a broadcast weight) computed in their kernels.
+    func testRowKernelsAndTheirGradients() throws {
+        try check("""
+        proc a(x: f32[M, N]) { normalize(x) }
+        proc b(x: f32[N, M]) { normalize(x * 2.0 - 1.0, axis = 0, eps = 0.5) }
+        proc c(x: f32[2, N, M], y: f32[M]) { normalize(x + y, axis = 1) }
+        proc d(x: f32[M, N]) { softmax(x * 3.0) }
+        proc e(x: f32[N, M]) { softmax(x, axis = 0) }
+        proc f(x: f32[2, N, M], y: f32[M]) { softmax(x - y, axis = 1) }
+        """, tolerance: 1e-5)
+        try checkGradients("""
+        model Norms() {
+          param w: f32[6, 33] = normal(1.0)
+          param u: f32[5, 7, 3] = normal(1.0)
+          param gamma: f32[33] = normal(1.0)
+        }
+        let norms = Norms()
+        train {
+          data = (x = normal([64, 1]), y = normal([64, 1]))
+          optim = sgd(norms, lr = 0.1)
+          steps = 1
+          batch = 4
+          step(b) { minimize optim: sum(normalize(norms.w * b.x[0, 0]) * norms.gamma * norms.w) + sum(normalize(norms.u, axis = 1, eps = 0.1) * norms.u) +
+            sum(softmax(norms.w) * norms.gamma * norms.w) + sum(softmax(norms.u * 2.0, axis = 0) * norms.u) }
+        }
+        """)
+    }
+
+    /// A training program's `grad.step0` compiled against the interpreter's, on a batch x = [0.5, 1, 2, 3].
+    func checkGradients(_ source: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        guard let m = compileOK(source, stopAfter: "dce", file: file, line: line) else { return }
         let jit = try JITProgram(module: m, seed: 3)
         let batch = [Tensor(.f32, [4, 1], [0.5, 1, 2, 3]), Tensor(.f32, [4, 1], [0, 0, 0, 0])]
         let got = try jit.run("grad.step0", batch)
         let reference = Interpreter(module: m, seed: 3)
         reference.globals = jit.globals
         let want = try reference.run("grad.step0", batch)
+        XCTAssertEqual(got.count, want.count, file: file, line: line)
         for (g, w) in zip(got, want) {
-            for k in w.data.indices { XCTAssertEqual(g.data[k], w.data[k], accuracy: 1e-5 * max(1, abs(w.data[k])), "element \(k)") }
+            for k in w.data.indices { XCTAssertEqual(g.data[k], w.data[k], accuracy: 1e-5 * max(1, abs(w.data[k])), "element \(k)", file: file, line: line) }
         }
     }
 

@@ -99,6 +99,8 @@ final class GradientTests: XCTestCase {
     func testReductions() throws {
         try check(Case(source: "proc p(x: f32[2, 3, 4]) { (sum(x, axis = 1), mean(x, axis = [0, 2], keepdims = true), logsumexp(x, axis = 2), mean(x)) }"))
         try check(Case(source: "proc p(x: f32[5]) { (cumsum(x), softmax(x), log_softmax(x)) }"))
+        try check(Case(source: "proc p(x: f32[2, 3, 4]) { (normalize(x), normalize(x, axis = 0, eps = 0.1), normalize(x * x, axis = 1)) }"))
+        try check(Case(source: "proc p(x: f32[2, 3, 4]) { (softmax(x, axis = 0), softmax(x * x, axis = 1)) }"))
     }
 
     func testShapeOps() throws {

@@ -9,6 +9,8 @@ public enum OpKind: String, CaseIterable, Sendable {
     case select, cast, constant, iota, sym
     // reductions
     case sum, mean, reduce_max, reduce_min, logsumexp, argmax, cumsum
+    // along one axis, a row at a time, and their gradients
+    case normalize, normalize_grad, softmax, softmax_grad
     // shape
     case reshape, transpose, broadcast, slice, concat, pad
     // indexing
@@ -39,7 +41,7 @@ public enum OpKind: String, CaseIterable, Sendable {
         case .random_bernoulli, .random_categorical, .rng_fold: return .fixed(2)
         case _ where OpKind.unary.contains(self): return .fixed(1)
         case _ where OpKind.binary.contains(self): return .fixed(2)
-        case .sum, .mean, .reduce_max, .reduce_min, .logsumexp, .argmax, .cumsum, .reshape, .transpose, .broadcast, .slice, .pad,
+        case .sum, .mean, .reduce_max, .reduce_min, .logsumexp, .argmax, .cumsum, .normalize, .softmax, .reshape, .transpose, .broadcast, .slice, .pad,
              .one_hot, .maxpool2d, .avgpool2d, .cast, .stop_gradient:
             return .fixed(1)
         default: return .fixed(2) // take, scatter_add, matmul, conv2d, conv2d_transpose, pool gradients
@@ -97,6 +99,10 @@ public enum OpKind: String, CaseIterable, Sendable {
         case .logsumexp: return "log(sum(exp(x))) over {axes}, stably (keepdims)"
         case .argmax: return "index of the first maximum along {axis} (keepdims); i32"
         case .cumsum: return "inclusive running sum along {axis}"
+        case .normalize: return "(x - mean) / sqrt(variance + {eps}) along {axis} (the biased variance): a layer norm without its affine part"
+        case .softmax: return "exp(x - max) / sum(exp(x - max)) along {axis}"
+        case .softmax_grad: return "softmax_grad(y, g): the gradient of softmax for its result y and g, y * (g - sum(g * y)) along {axis}"
+        case .normalize_grad: return "normalize_grad(x, g): the gradient of normalize(x) for g, (g - mean(g) - y * mean(g * y)) / sqrt(variance + {eps}) with y = normalize(x)"
         case .reshape: return "same elements in row-major order, new {shape}"
         case .transpose: return "permute axes: result axis i is operand axis {perm}[i]"
         case .broadcast: return "NumPy-broadcast to {shape}"
@@ -140,6 +146,8 @@ public enum OpKind: String, CaseIterable, Sendable {
         case .sym: return ["dim"]
         case .sum, .mean, .reduce_max, .reduce_min, .logsumexp: return ["axes"]
         case .argmax, .cumsum: return ["axis"]
+        case .normalize, .normalize_grad: return ["axis", "eps"]
+        case .softmax, .softmax_grad: return ["axis"]
         case .reshape, .broadcast: return ["shape"]
         case .transpose: return ["perm"]
         case .slice: return ["starts", "ends", "strides"]
@@ -289,6 +297,12 @@ extension OpKind {
         case .cumsum:
             guard t[0].dtype != .bool else { throw fail("cumsum needs a numeric tensor, got \(t[0])") }
             _ = try axis(try int("axis"), rank: t[0].rank)
+            return [t[0]]
+        case .normalize, .normalize_grad, .softmax, .softmax_grad:
+            guard t.allSatisfy({ $0.dtype == .f32 }) else { throw fail("'\(name)' needs f32 tensors, got \(t.map(\.description).joined(separator: " and "))") }
+            guard t.allSatisfy({ $0.shape == t[0].shape }) else { throw fail("'\(name)': the gradient \(t[1]) does not match \(t[0])") }
+            _ = try axis(try int("axis"), rank: t[0].rank)
+            guard [.softmax, .softmax_grad].contains(self) || attrs["eps"]?.doubleValue != nil else { throw fail("'\(name)': attribute 'eps' must be a number") }
             return [t[0]]
         case .reshape:
             let shape = try dims("shape")

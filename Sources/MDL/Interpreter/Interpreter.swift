@@ -190,6 +190,32 @@ public final class Interpreter {
                 out[(o * n + i) * inner + q] += out[(o * n + i - 1) * inner + q]
             } } }
             return Tensor(dtype, shape, out)
+        case .normalize, .normalize_grad, .softmax, .softmax_grad:
+            let axis = Interpreter.normalize(a["axis"]!.intValue!, shape.count), eps = a["eps"]?.doubleValue ?? 0
+            let inner = shape[(axis + 1)...].reduce(1, *), n = shape[axis], outer = shape[..<axis].reduce(1, *)
+            var out = [Double](repeating: 0, count: x[0].count)
+            for o in 0..<outer { for q in 0..<inner {
+                let at = (0..<n).map { (o * n + $0) * inner + q }
+                if op.op == .softmax {
+                    let m = at.map { x[0].data[$0] }.max() ?? 0, e = at.map { Foundation.exp(x[0].data[$0] - m) }, total = e.reduce(0, +)
+                    for (i, v) in zip(at, e) { out[i] = v / total }
+                    continue
+                }
+                if op.op == .softmax_grad {
+                    let total = at.reduce(0) { $0 + x[0].data[$1] * x[1].data[$1] }
+                    for i in at { out[i] = x[0].data[i] * (x[1].data[i] - total) }
+                    continue
+                }
+                let mean = at.reduce(0) { $0 + x[0].data[$1] } / Double(n)
+                let variance = at.reduce(0) { $0 + (x[0].data[$1] - mean) * (x[0].data[$1] - mean) } / Double(n)
+                let rstd = 1 / (variance + eps).squareRoot()
+                let y = at.map { (x[0].data[$0] - mean) * rstd }
+                guard op.op == .normalize_grad else { for (i, v) in zip(at, y) { out[i] = v }; continue }
+                let g = at.map { x[1].data[$0] }
+                let gMean = g.reduce(0, +) / Double(n), gyMean = zip(g, y).reduce(0) { $0 + $1.0 * $1.1 } / Double(n)
+                for (k, i) in at.enumerated() { out[i] = (g[k] - gMean - y[k] * gyMean) * rstd }
+            } }
+            return Tensor(dtype, shape, out)
         case .stop_gradient:
             switch stopGradientMode {
             case .normal: return x[0]

@@ -14,7 +14,7 @@
 extension FunctionLowering {
     static let elementwiseOps: Set<OpKind> = OpKind.unary.union(OpKind.binary).union([.select, .cast])
     /// Ops whose kernels read their operands through `element`, so they can absorb producers.
-    static let fusingConsumers: Set<OpKind> = elementwiseOps.union([.broadcast, .sum, .mean, .reduce_max, .reduce_min, .logsumexp, .argmax])
+    static let fusingConsumers: Set<OpKind> = elementwiseOps.union([.broadcast, .sum, .mean, .reduce_max, .reduce_min, .logsumexp, .argmax, .normalize, .normalize_grad, .softmax, .softmax_grad])
     /// Ops whose kernels can run the elementwise chain consuming their result (an epilogue).
     static let epilogueProducts: Set<OpKind> = [.matmul, .conv2d, .conv2d_transpose, .maxpool2d_grad, .avgpool2d_grad]
 

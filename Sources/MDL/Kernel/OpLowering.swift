@@ -82,6 +82,9 @@ extension FunctionLowering {
                 .loop("j", n, [.accumulate("acc", .add, .load(operands[0], at)), .store(out, at, .v("acc"))]),
             ])])])
 
+        case .normalize, .normalize_grad, .softmax, .softmax_grad:
+            return makeKernel(op, [out], rowKernel(op, out: out))
+
         case .transpose:
             // Output axes that are adjacent input axes, in order, move as one: a [1, 0, 2, 3]
             // transpose copies whole planes.
@@ -292,6 +295,50 @@ extension FunctionLowering {
                 [.declare("acc", .f32(identity))]
                 + loopNest(red, prefix: "r") { r in [.accumulate("acc", combine, at(keptIdx, r))] }
                 + [.store(out, outIndex(keptIdx), op.op == .mean ? .binary(.div, .v("acc"), .convert(groupSize, .f32)) : .v("acc"))]
+            }
+        }
+    }
+
+    /// normalize, softmax and their gradients a row at a time (a row: the elements along the
+    /// axis), each row on one thread: its statistics in passes over the row, then its elements;
+    /// the row stays in cache between the passes.
+    func rowKernel(_ op: Operation, out: BufferID) -> [KernelStmt] {
+        let s = type(op.results[0]).shape, a = axis(op, rank: s.count)
+        let n = ScalarExpr(s[a]), count = ScalarExpr.convert(ScalarExpr(s[a]), .f32), r = ScalarExpr.v("r")
+        func add(_ x: ScalarExpr, _ y: ScalarExpr) -> ScalarExpr { .binary(.add, x, y) }
+        func sub(_ x: ScalarExpr, _ y: ScalarExpr) -> ScalarExpr { .binary(.sub, x, y) }
+        func mul(_ x: ScalarExpr, _ y: ScalarExpr) -> ScalarExpr { .binary(.mul, x, y) }
+        func mean(_ total: String) -> ScalarExpr { .binary(.div, .v(total), count) }
+        func pass(_ body: [KernelStmt]) -> KernelStmt { .loop("r", n, body) }
+        let kept = s.indices.filter { $0 != a }.map { s[$0] }
+        return parallelNest(kept, prefix: "o", work: 4 * staticWork([s[a]])) { keptIdx in
+            var idx = keptIdx
+            idx.insert(r, at: a)
+            let at = flatIndex(idx, s), x = element(op.operands[0], idx, space: s)
+            switch op.op {
+            case .softmax:
+                return [.declare("largest", .f32(-.infinity)), pass([.accumulate("largest", .max, x)]),
+                        .declare("total", .f32(0)), pass([.bind("e", .unary(.exp, sub(x, .v("largest")))), .store(out, at, .v("e")), .accumulate("total", .add, .v("e"))]),
+                        pass([.store(out, at, .binary(.div, .load(out, at), .v("total")))])]
+            case .softmax_grad:
+                let g = element(op.operands[1], idx, space: s)
+                return [.declare("total", .f32(0)), pass([.accumulate("total", .add, mul(g, x))]), pass([.store(out, at, mul(x, sub(g, .v("total"))))])]
+            default:
+                let eps = ScalarExpr.f32(op.attrs["eps"]?.doubleValue ?? 1e-5)
+                let y = mul(sub(x, .v("mean")), .v("rstd"))
+                let statistics: [KernelStmt] = [
+                    .declare("total", .f32(0)), pass([.accumulate("total", .add, x)]), .bind("mean", mean("total")),
+                    .declare("squares", .f32(0)), pass([.bind("d", sub(x, .v("mean"))), .accumulate("squares", .add, mul(.v("d"), .v("d")))]),
+                    .bind("rstd", .unary(.rsqrt, add(mean("squares"), eps))),
+                ]
+                guard op.op == .normalize_grad else { return statistics + [pass([.store(out, at, y)])] }
+                let g = element(op.operands[1], idx, space: s)
+                return statistics + [
+                    .declare("gTotal", .f32(0)), .declare("gyTotal", .f32(0)),
+                    pass([.bind("g", g), .accumulate("gTotal", .add, .v("g")), .accumulate("gyTotal", .add, mul(.v("g"), y))]),
+                    .bind("gMean", mean("gTotal")), .bind("gyMean", mean("gyTotal")),
+                    pass([.store(out, at, mul(sub(sub(g, .v("gMean")), mul(y, .v("gyMean"))), .v("rstd")))]),
+                ]
             }
         }
     }

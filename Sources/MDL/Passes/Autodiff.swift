@@ -187,6 +187,8 @@ enum Autodiff {
             let y = try b.expandReduced(a.y, axes: axes, keepdims: keep, to: s)
             return [try b.mul(try b.expandReduced(a.g, axes: axes, keepdims: keep, to: s), try b.emit(.exp, [try b.sub(a.x[0], y)]))]
         },
+        .softmax: { b, a in [try b.emit(.softmax_grad, [a.y, a.g], a.op.attrs)] },
+        .normalize: { b, a in [try b.emit(.normalize_grad, [a.x[0], a.g], a.op.attrs)] },
         .cumsum: { b, a in
             // Suffix sums: total - cumsum(g) + g.
             let axis = a.attr("axis")!.intValue!

@@ -161,6 +161,16 @@ enum Builtins {
             guard let x = e.tensorArg(a["x"]!, args) else { return .error }
             return e.emit(.cumsum, [x], ["axis": .int(e.intOr(a["axis"], -1))], at: args.range)
         }
+        t["softmax"] = Builtin(params: ["x", "axis?"]) { e, a, args in
+            guard let x = e.tensorArg(a["x"]!, args) else { return .error }
+            return e.emit(.softmax, [x], ["axis": .int(e.intOr(a["axis"], -1))], at: args.range)
+        }
+        t["normalize"] = Builtin(params: ["x", "axis?", "eps?"]) { e, a, args in
+            guard let x = e.tensorArg(a["x"]!, args) else { return .error }
+            let eps = a["eps"].map { e.number($0) } ?? 1e-5
+            guard let eps, eps >= 0 else { e.error("normalize's eps must be a non-negative number", args.range); return .error }
+            return e.emit(.normalize, [x], ["axis": .int(e.intOr(a["axis"], -1)), "eps": .float(eps)], at: args.range)
+        }
         t["clip"] = Builtin(params: ["x", "low", "high"]) { e, a, args in
             let lowered = e.tensorOp(.max, [a["x"]!, a["low"]!], args)
             return e.tensorOp(.min, [lowered, a["high"]!], args)
