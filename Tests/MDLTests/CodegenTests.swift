@@ -278,23 +278,17 @@ final class CodegenTests: XCTestCase {
     /// A ReLU's gradient after a pooling gradient runs in the pooling gradient's kernel, after it,
     /// in place (v: windows that tile the input; w: overlapping windows and average pooling).
     func testPoolingGradients() throws {
-        let source = """
+        try checkGradients("""
         model Pools() {
           param w: f32[2, 3, 8, 7] = normal(1.0)
           param u: f32[2, 3, 8, 8] = ones   // windows that tile it, every one a tie: the first element takes the gradient
           param v: f32[2, 3, 8, 8] = normal(1.0)
         }
         let pools = Pools()
-        train {
-          data = (x = normal([64, 1]), y = normal([64, 1]))
-          optim = sgd(pools, lr = 0.1)
-          steps = 1
-          batch = 4
-          step(b) { minimize optim: sum(max_pool2d(pools.w * b.x[0, 0], 2) * 1.5) + sum(avg_pool2d(pools.w, 3, stride = 2, padding = 1) * pools.w[0, 0, 0, 0]) + sum(max_pool2d(pools.u, 2) * 0.5) +
-            sum(max_pool2d(relu(pools.v), 2) * 2.0) + sum(max_pool2d(relu(pools.w), 2, stride = 1)) + sum(avg_pool2d(relu(pools.w), 2) * 3.0) }
-        }
-        """
-        try checkGradients(source)
+        """, params: "pools", loss: """
+        sum(max_pool2d(pools.w * b.x[0, 0], 2) * 1.5) + sum(avg_pool2d(pools.w, 3, stride = 2, padding = 1) * pools.w[0, 0, 0, 0]) + sum(max_pool2d(pools.u, 2) * 0.5) +
+          sum(max_pool2d(relu(pools.v), 2) * 2.0) + sum(max_pool2d(relu(pools.w), 2, stride = 1)) + sum(avg_pool2d(relu(pools.w), 2) * 3.0)
+        """)
     }
 
     /// normalize and softmax row by row along the last, the first and a middle axis, reading a
@@ -316,19 +310,25 @@ final class CodegenTests: XCTestCase {
           param gamma: f32[33] = normal(1.0)
         }
         let norms = Norms()
-        train {
-          data = (x = normal([64, 1]), y = normal([64, 1]))
-          optim = sgd(norms, lr = 0.1)
-          steps = 1
-          batch = 4
-          step(b) { minimize optim: sum(normalize(norms.w * b.x[0, 0]) * norms.gamma * norms.w) + sum(normalize(norms.u, axis = 1, eps = 0.1) * norms.u) +
-            sum(softmax(norms.w) * norms.gamma * norms.w) + sum(softmax(norms.u * 2.0, axis = 0) * norms.u) }
-        }
+        """, params: "norms", loss: """
+        sum(normalize(norms.w * b.x[0, 0]) * norms.gamma * norms.w) + sum(normalize(norms.u, axis = 1, eps = 0.1) * norms.u) +
+          sum(softmax(norms.w) * norms.gamma * norms.w) + sum(softmax(norms.u * 2.0, axis = 0) * norms.u)
         """)
     }
 
-    /// A training program's `grad.step0` compiled against the interpreter's, on a batch x = [0.5, 1, 2, 3].
-    func checkGradients(_ source: String, file: StaticString = #filePath, line: UInt = #line) throws {
+    /// The `grad.step0` of a training program (`declarations`, then an SGD step on `params` that
+    /// minimizes `loss` of a batch b) compiled against the interpreter's, on b.x = [0.5, 1, 2, 3].
+    func checkGradients(_ declarations: String, params: String, loss: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let source = declarations + """
+
+        train {
+          data = (x = normal([64, 1]), y = normal([64, 1]))
+          optim = sgd(\(params), lr = 0.1)
+          steps = 1
+          batch = 4
+          step(b) { minimize optim: \(loss) }
+        }
+        """
         guard let m = compileOK(source, stopAfter: "dce", file: file, line: line) else { return }
         let jit = try JITProgram(module: m, seed: 3)
         let batch = [Tensor(.f32, [4, 1], [0.5, 1, 2, 3]), Tensor(.f32, [4, 1], [0, 0, 0, 0])]
