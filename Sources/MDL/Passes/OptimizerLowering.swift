@@ -93,8 +93,11 @@ enum OptimizerLowering {
                 set(m2.name, nv)
                 let c1 = try b.sub(try b.constant(1), try b.emit(.pow, [try b.constant(b1), t]))
                 let c2 = try b.sub(try b.constant(1), try b.emit(.pow, [try b.constant(b2), t]))
-                let denom = try b.add(try b.emit(.sqrt, [try b.div(nv, c2)]), try b.constant(hyper("eps")))
-                update = try b.div(try b.div(nm, c1), denom)
+                // torch's arrangement, sqrt(v) / sqrt(c2) + eps and m / c1, with the bias corrections
+                // as reciprocals of scalars: one division per element instead of three.
+                let reciprocal = { (x: Value) in try b.div(try b.constant(1), x) }
+                let denom = try b.add(try b.mul(try b.emit(.sqrt, [nv]), try reciprocal(try b.emit(.sqrt, [c2]))), try b.constant(hyper("eps")))
+                update = try b.mul(try b.div(nm, denom), try reciprocal(c1))
             case "rmsprop":
                 let alpha = hyper("alpha")
                 let sq = try state("square_avg", type, for: p)
