@@ -196,24 +196,24 @@ public final class Interpreter {
             var out = [Double](repeating: 0, count: x[0].count)
             for o in 0..<outer { for q in 0..<inner {
                 let at = (0..<n).map { (o * n + $0) * inner + q }
-                if op.op == .softmax {
-                    let m = at.map { x[0].data[$0] }.max() ?? 0, e = at.map { Foundation.exp(x[0].data[$0] - m) }, total = e.reduce(0, +)
-                    for (i, v) in zip(at, e) { out[i] = v / total }
-                    continue
+                let row = at.map { x[0].data[$0] }, g = x.count > 1 ? at.map { x[1].data[$0] } : []
+                let result: [Double]
+                switch op.op {
+                case .softmax:
+                    let m = row.max() ?? 0, e = row.map { Foundation.exp($0 - m) }, total = e.reduce(0, +)
+                    result = e.map { $0 / total }
+                case .softmax_grad:
+                    let total = zip(row, g).reduce(0) { $0 + $1.0 * $1.1 }
+                    result = zip(row, g).map { $0 * ($1 - total) }
+                default:
+                    let mean = row.reduce(0, +) / Double(n)
+                    let rstd = 1 / (row.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(n) + eps).squareRoot()
+                    let y = row.map { ($0 - mean) * rstd }
+                    guard op.op == .normalize_grad else { result = y; break }
+                    let gMean = g.reduce(0, +) / Double(n), gyMean = zip(g, y).reduce(0) { $0 + $1.0 * $1.1 } / Double(n)
+                    result = zip(g, y).map { ($0 - gMean - $1 * gyMean) * rstd }
                 }
-                if op.op == .softmax_grad {
-                    let total = at.reduce(0) { $0 + x[0].data[$1] * x[1].data[$1] }
-                    for i in at { out[i] = x[0].data[i] * (x[1].data[i] - total) }
-                    continue
-                }
-                let mean = at.reduce(0) { $0 + x[0].data[$1] } / Double(n)
-                let variance = at.reduce(0) { $0 + (x[0].data[$1] - mean) * (x[0].data[$1] - mean) } / Double(n)
-                let rstd = 1 / (variance + eps).squareRoot()
-                let y = at.map { (x[0].data[$0] - mean) * rstd }
-                guard op.op == .normalize_grad else { for (i, v) in zip(at, y) { out[i] = v }; continue }
-                let g = at.map { x[1].data[$0] }
-                let gMean = g.reduce(0, +) / Double(n), gyMean = zip(g, y).reduce(0) { $0 + $1.0 * $1.1 } / Double(n)
-                for (k, i) in at.enumerated() { out[i] = (g[k] - gMean - y[k] * gyMean) * rstd }
+                for (i, v) in zip(at, result) { out[i] = v }
             } }
             return Tensor(dtype, shape, out)
         case .stop_gradient:

@@ -20,13 +20,14 @@ extension FunctionLowering {
             guard case .kernel(var later, let op) = steps[b], var laterLoop = FlatLoop(later) else { continue }
             var a = b - 1
             var merged = 0
-            while a >= 0, laterLoop.body.count < Self.mergedStores {
+            while a >= 0 {
                 defer { a -= 1 }
                 guard case .kernel(let earlier, _) = steps[a], let earlierLoop = FlatLoop(earlier), earlierLoop.extent == laterLoop.extent,
                       earlierLoop.written.allSatisfy({ buffers[$0.id].role.isGlobal }) else { continue }
                 let between = steps[(a + 1)..<b]
                 guard between.allSatisfy({ s in s.buffersUsed.allSatisfy { !earlierLoop.written.contains($0) } && s.buffersWritten.allSatisfy { !earlierLoop.read.contains($0) } }),
                       laterLoop.readsOnlyAtTheElement(earlierLoop.written), earlierLoop.readsOnlyAtTheElement(laterLoop.written) else { continue }
+                if laterLoop.body.count + earlierLoop.body.count > Self.mergedStores { break }
                 later.body = [.parallel(laterLoop.variable, laterLoop.extent, earlierLoop.stores(as: laterLoop.variable) + laterLoop.body, work: 1)]
                 for x in earlier.buffers where !later.buffers.contains(x) { later.buffers.append(x) }
                 laterLoop = FlatLoop(later)!  // what the next candidate is checked against includes what just merged
