@@ -235,6 +235,18 @@ final class CodegenTests: XCTestCase {
         proc l(x: f32[2, 3, N, 4], y: f32[2, 3, N, 5]) { sum(swapaxes(x, 2, 3) @ y, axis = 1) }
         proc m(x: f32[3, N, 5], y: f32[N, 4]) { sum(swapaxes(x, 1, 2) @ y, axis = 0) }
         """, sizes: [1, 3, 17, 33, 200], tolerance: 1e-4)
+        // Head splits and merges read and written in place by batches of products: A and B with
+        // rows a stride apart, A read transposed, C written row-major and (dk) column-major, B
+        // broadcast over a batch axis; and the transposes that stay copies (B would be read
+        // transposed; C's rows and columns both strided).
+        try check("""
+        proc s(q: f32[2, N, 3, 4], k: f32[2, N, 3, 4]) { transpose(q, [0, 2, 1, 3]) @ transpose(k, [0, 2, 3, 1]) }
+        proc o(p: f32[2, 3, 5, N], v: f32[2, N, 3, 4]) { transpose(p @ transpose(v, [0, 2, 1, 3]), [0, 2, 1, 3]) }
+        proc dk(q: f32[2, N, 3, 4], g: f32[2, 3, N, 5]) { transpose(transpose(q, [0, 2, 3, 1]) @ g, [0, 3, 1, 2]) }
+        proc dv(p: f32[2, 3, N, 5], g: f32[2, N, 3, 4]) { transpose(swapaxes(p, 2, 3) @ transpose(g, [0, 2, 1, 3]), [0, 2, 1, 3]) }
+        proc w(p: f32[2, 3, 5, N], v: f32[N, 3, 4]) { p @ transpose(v, [1, 0, 2]) }
+        proc z(a: f32[2, N, 5], b: f32[2, 5, 3]) { transpose(a @ b, [2, 0, 1]) }
+        """, sizes: [1, 3, 17, 33, 200], tolerance: 1e-5)
     }
 
     func testConvolutionsAndPooling() throws {

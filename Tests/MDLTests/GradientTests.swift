@@ -33,9 +33,10 @@ final class GradientTests: XCTestCase {
         var missing: [MDL.Operation] = []
         let forward = f.body.operations + b.operations
         let gb = IRBuilder(f)
-        let grads = try Autodiff.gradients(of: loss, wrt: wrt, ops: forward, builder: gb, missing: &missing)
+        var early: [Int: [MDL.Operation]] = [:]
+        let grads = try Autodiff.gradients(of: loss, wrt: wrt, ops: forward, builder: gb, missing: &missing, early: &early)
         XCTAssertTrue(missing.isEmpty, "no gradient rule for \(missing.map(\.op.name))", file: file, line: line)
-        f.body.operations = forward + gb.operations + [MDL.Operation(op: .return, operands: [loss] + grads, results: [], attrs: [:])]
+        f.body.operations = Autodiff.placing(early, in: forward) + gb.operations + [MDL.Operation(op: .return, operands: [loss] + grads, results: [], attrs: [:])]
         f.resultTypes = ([loss] + grads).map { f.type(of: $0) }
         f.resultNames = []
         XCTAssertEqual(Verifier().verify(m), [], file: file, line: line)

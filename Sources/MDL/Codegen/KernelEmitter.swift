@@ -269,13 +269,14 @@ struct KernelEmitter {
     /// product over the thread pool; it returns at once when C is empty).
     func gemm(_ g: Gemm, _ s: inout State) {
         let b = s.builder
-        let m = value(g.m, &s, as: .index).0, n = value(g.n, &s, as: .index).0, k = value(g.k, &s, as: .index).0
+        func size(_ e: ScalarExpr) -> LLVMValueRef { value(e, &s, as: .index).0 }
+        let m = size(g.m), n = size(g.n), k = size(g.k)
         let a = address(g.a, g.aOffset, &s), bm = address(g.b, g.bOffset, &s), c = address(g.c, g.cOffset, &s)
         func atLeastOne(_ v: LLVMValueRef) -> LLVMValueRef { LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, v, t.int(1), ""), t.int(1), v, "") }
         let args: [LLVMValueRef] = [
             t.int(g.transposeA ? 1 : 0, t.i32), t.int(g.transposeB ? 1 : 0, t.i32), m, n, k,
-            a, atLeastOne(g.transposeA ? m : k), bm, atLeastOne(g.transposeB ? k : n),
-            LLVMConstReal(t.f32, g.accumulate ? 1 : 0), c, atLeastOne(n),
+            a, atLeastOne(size(g.lda)), bm, atLeastOne(size(g.ldb)),
+            LLVMConstReal(t.f32, g.accumulate ? 1 : 0), c, atLeastOne(size(g.ldc)),
         ]
         _ = t.call(b, "mdl_sgemm", t.void, args)
     }

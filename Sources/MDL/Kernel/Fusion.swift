@@ -15,25 +15,67 @@ extension FunctionLowering {
     static let elementwiseOps: Set<OpKind> = OpKind.unary.union(OpKind.binary).union([.select, .cast])
     /// Ops whose kernels read their operands through `element`, so they can absorb producers.
     static let fusingConsumers: Set<OpKind> = elementwiseOps.union([.broadcast, .sum, .mean, .reduce_max, .reduce_min, .logsumexp, .argmax, .normalize, .normalize_grad, .softmax, .softmax_grad])
+    /// Elementwise ops that cost far more than a load (polynomials, divisions).
+    static let transcendentalOps: Set<OpKind> = [.exp, .log, .erf, .gelu, .tanh, .sigmoid, .silu, .softplus, .sin, .cos, .pow]
     /// Ops whose kernels can run the elementwise chain consuming their result (an epilogue).
     static let epilogueProducts: Set<OpKind> = [.matmul, .conv2d, .conv2d_transpose, .maxpool2d_grad, .avgpool2d_grad]
 
-    /// Decides which values get no kernel of their own: transposes of the last two axes used
-    /// only by matrix products (folded into the GEMM flags), the transposes around a weight
-    /// gradient's convolution (read in place) and fused values (computed inline).
+    /// Decides which values get no kernel of their own: transposes used only by matrix products
+    /// (folded into the GEMM flags and strides), batched matrix products read only transposed
+    /// (written in the transposed layout by the transpose's kernel), the transposes around a
+    /// weight gradient's convolution (read in place) and fused values (computed inline).
     /// Nested loop bodies are planned on their own: nothing fuses across a block boundary.
     mutating func planKernels(_ body: Block) {
         var users: [Int: [(op: Operation, block: Int)]] = [:]
+        // Where each op's result is defined: how many products (matmuls, convolutions) precede it in its block.
+        var productsBefore: [Int: Int] = [:]
         var blockCount = 0
         func scan(_ b: Block) {
             let id = blockCount
             blockCount += 1
+            var products = 0
             for op in b.operations {
                 for v in op.operands { users[v.id, default: []].append((op, id)) }
+                if let r = op.results.first { productsBefore[r.id] = products }
+                if Self.epilogueProducts.contains(op.op) { products += 1 }
                 op.regions.forEach(scan)
             }
         }
         scan(body)
+        // Transcendental math placed before a product that precedes its consumer was placed there
+        // on purpose (a derivative autodiff computes in the forward pass, while its input is in
+        // cache): fusing would move that work across the product, so it keeps a kernel.
+        func productBetween(_ producer: Operation, _ consumer: Operation) -> Bool {
+            guard let p = producer.results.first, let c = consumer.results.first else { return false }
+            return productsBefore[c.id, default: 0] > productsBefore[p.id, default: 0] + (Self.epilogueProducts.contains(producer.op) ? 1 : 0)
+        }
+        var costly: [Int: Bool] = [:]
+        func transcendental(_ op: Operation) -> Bool {
+            guard let r = op.results.first else { return false }
+            if let known = costly[r.id] { return known }
+            let found = Self.transcendentalOps.contains(op.op)
+                || op.operands.contains { fused.contains($0.id) && producers[$0.id].map(transcendental) == true }
+            costly[r.id] = found
+            return found
+        }
+        // A product of batches of matrices on both sides (attention's): one GEMM per matrix pair,
+        // which can read and write matrices anywhere (rows some stride apart), unlike the single
+        // GEMM of a linear layer or of a summed weight gradient.
+        func batchOfProducts(_ product: Operation) -> Bool {
+            let only = users[product.results[0].id] ?? []
+            let summed = only.count == 1 && only[0].op.op == .sum && sumsBatchAxes(only[0].op, of: product)
+            return !summed && !type(product.operands[1]).shape.dropLast(2).allSatisfy { $0 == 1 }
+        }
+        // A transpose of the last two axes is a GEMM flag; one that moves batch axes too (a head split) is
+        // read in place by a batch of products, unless B would be read transposed (OpenBLAS's small
+        // products are slower that way than a copy: docs/DESIGN-NOTES.md).
+        func readsInPlace(_ user: Operation, transpose: Operation) -> Bool {
+            guard user.op == .matmul, let perm = transpose.attrs["perm"]?.ints else { return false }
+            if perm == Array(0..<(perm.count - 2)) + [perm.count - 1, perm.count - 2] { return true }
+            guard batchOfProducts(user),
+                  let view = Self.transposedView(BufferID(id: -1), sourceShape: type(transpose.operands[0]).shape, perm: perm) else { return false }
+            return !view.transposed || user.operands[1] != transpose.results[0]
+        }
         blockCount = 0
         var blockOf: [Int: Int] = [:]
         func visit(_ b: Block) {
@@ -46,10 +88,18 @@ extension FunctionLowering {
                 blockOf[op.results[0].id] = id
                 guard fusion else { continue }
                 let u = users[op.results[0].id] ?? []
-                if op.op == .transpose, let perm = op.attrs["perm"]?.ints, perm.count >= 2,
-                   perm == Array(0..<(perm.count - 2)) + [perm.count - 1, perm.count - 2], !u.isEmpty, u.allSatisfy({ $0.op.op == .matmul }) {
-                    foldedTransposes[op.results[0].id] = op.operands[0]
-                    continue
+                if op.op == .transpose, let perm = op.attrs["perm"]?.ints, perm.count >= 2 {
+                    if !u.isEmpty, u.allSatisfy({ readsInPlace($0.op, transpose: op) }) {
+                        foldedTransposes[op.results[0].id] = op.operands[0]
+                        continue
+                    }
+                    if let product = producers[op.operands[0].id], product.op == .matmul, blockOf[product.results[0].id] == id,
+                       users[product.results[0].id]?.count == 1, batchOfProducts(product),
+                       Self.transposedView(BufferID(id: -1), sourceShape: type(op.results[0]).shape, perm: inversePermutation(perm)) != nil {
+                        transposedProducts[op.results[0].id] = product
+                        fused.insert(product.results[0].id)
+                        continue
+                    }
                 }
                 // A weight gradient, conv2d(transpose(x), transpose(dy)): computed image by image from
                 // x and dy themselves when each image's product is large.
@@ -66,7 +116,9 @@ extension FunctionLowering {
                 }
                 guard !u.isEmpty, u.allSatisfy({ Self.fusingConsumers.contains($0.op.op) && $0.block == id }) else { continue }
                 let free = (op.op == .constant && op.attrs["value"]?.doubleValue != nil) || op.op == .iota || op.op == .broadcast
-                if free || (Self.elementwiseOps.contains(op.op) && u.count == 1) { fused.insert(op.results[0].id) }
+                if free || (Self.elementwiseOps.contains(op.op) && u.count == 1 && !(productBetween(op, u[0].op) && transcendental(op))) {
+                    fused.insert(op.results[0].id)
+                }
             }
         }
         visit(body)

@@ -85,6 +85,7 @@ extension KernelStmt {
         case .gemm(var g):
             g.a = b(g.a); g.b = b(g.b); g.c = b(g.c)
             g.aOffset = e(g.aOffset); g.bOffset = e(g.bOffset); g.cOffset = e(g.cOffset)
+            g.lda = e(g.lda); g.ldb = e(g.ldb); g.ldc = e(g.ldc)
             return .gemm(g)
         }
     }

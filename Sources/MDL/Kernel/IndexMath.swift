@@ -59,6 +59,20 @@ func rowMajorStrides(_ shape: [Dim]) -> [ScalarExpr] {
     return out
 }
 
+/// Row-major strides of `shape`, in elements, as sizes.
+func denseStrides(_ shape: [Dim]) -> [Dim] {
+    var out = [Dim](repeating: 1, count: shape.count)
+    for i in stride(from: shape.count - 2, through: 0, by: -1) { out[i] = out[i + 1] * shape[i + 1] }
+    return out
+}
+
+/// The permutation that undoes `perm` (transpose(transpose(x, perm), inverse) == x).
+func inversePermutation(_ perm: [Int]) -> [Int] {
+    var inverse = [Int](repeating: 0, count: perm.count)
+    for (axis, source) in perm.enumerated() { inverse[source] = axis }
+    return inverse
+}
+
 /// `shape` with each run of adjacent axes that `sameRun` puts together merged into one axis
 /// (row-major, so flat indices do not change), and the first original axis of each merged axis.
 func mergingRuns(_ shape: [Dim], _ sameRun: (Int, Int) -> Bool) -> (shape: [Dim], firsts: [Int]) {

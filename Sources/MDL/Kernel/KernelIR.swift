@@ -80,13 +80,28 @@ indirect enum KernelStmt {
     case gemm(Gemm)                                   // cblas_sgemm
 }
 
-/// C[m,n] (+)= op(A)[m,k] op(B)[k,n] on row-major sub-matrices at element offsets.
+/// C[m,n] (+)= op(A)[m,k] op(B)[k,n] on row-major sub-matrices at element offsets, rows `ld` elements apart.
 struct Gemm {
     var a: BufferID, aOffset: ScalarExpr, transposeA: Bool
     var b: BufferID, bOffset: ScalarExpr, transposeB: Bool
     var c: BufferID, cOffset: ScalarExpr
     var m: ScalarExpr, n: ScalarExpr, k: ScalarExpr
     var accumulate: Bool
+    var lda: ScalarExpr, ldb: ScalarExpr, ldc: ScalarExpr
+
+    /// Leading dimensions left out are those of dense matrices.
+    init(a: BufferID, aOffset: ScalarExpr, transposeA: Bool, b: BufferID, bOffset: ScalarExpr, transposeB: Bool,
+         c: BufferID, cOffset: ScalarExpr, m: ScalarExpr, n: ScalarExpr, k: ScalarExpr, accumulate: Bool,
+         lda: ScalarExpr? = nil, ldb: ScalarExpr? = nil, ldc: ScalarExpr? = nil) {
+        (self.a, self.aOffset, self.transposeA, self.b, self.bOffset, self.transposeB) = (a, aOffset, transposeA, b, bOffset, transposeB)
+        (self.c, self.cOffset, self.m, self.n, self.k, self.accumulate) = (c, cOffset, m, n, k, accumulate)
+        self.lda = lda ?? (transposeA ? m : k)
+        self.ldb = ldb ?? (transposeB ? k : n)
+        self.ldc = ldc ?? n
+    }
+
+    /// Whether every operand is a dense matrix (the printer leaves the leading dimensions out).
+    var dense: Bool { lda == (transposeA ? m : k) && ldb == (transposeB ? k : n) && ldc == n }
 }
 
 /// One loop-nest function: reads and writes only its buffers.

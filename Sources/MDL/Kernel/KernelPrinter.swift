@@ -64,7 +64,9 @@ struct KernelPrinter {
             case .gemm(let g):
                 out += "\(indent)sgemm \(name(g.c))[\(expr(g.cOffset, name))] \(g.accumulate ? "+=" : "=") "
                 out += "\(name(g.a))[\(expr(g.aOffset, name))]\(g.transposeA ? "^T" : "") x \(name(g.b))[\(expr(g.bOffset, name))]\(g.transposeB ? "^T" : "")"
-                out += " m=\(expr(g.m, name)) n=\(expr(g.n, name)) k=\(expr(g.k, name))\n"
+                out += " m=\(expr(g.m, name)) n=\(expr(g.n, name)) k=\(expr(g.k, name))"
+                if !g.dense { out += " lda=\(expr(g.lda, name)) ldb=\(expr(g.ldb, name)) ldc=\(expr(g.ldc, name))" }
+                out += "\n"
             }
         }
         return out

@@ -1,8 +1,8 @@
 /// Lowering: Graph IR functions to Kernel IR entry functions. Every op becomes one kernel
 /// (loop nests, or BLAS calls for matrix products) over buffers; shape-only ops (reshape,
 /// stop_gradient) and globals are views of existing buffers; run-time loops become `Step.loop`.
-/// A transpose of the last two axes that only feeds matrix products is folded into their
-/// GEMM flags instead of being computed.
+/// A transpose that only feeds matrix products is folded into their GEMMs (flags, strides)
+/// instead of being computed.
 public enum Lowering {
     public struct Failure: Error, CustomStringConvertible { public let description: String }
 
@@ -30,7 +30,7 @@ struct FunctionLowering {
     var opTexts: [String] = []
     var kernelCount = 0
     /// Transposes read in place by their one kind of consumer (matrix products through the GEMM
-    /// flags, weight-gradient convolutions image by image): result value -> source value.
+    /// flags and strides, weight-gradient convolutions image by image): result value -> source value.
     var foldedTransposes: [Int: Value] = [:]
     var pendingGlobalWrites: [(global: BufferID, value: BufferID)] = []
     /// Values computed inline by their consumers' kernels (Fusion.swift), and every value's op.
@@ -38,6 +38,9 @@ struct FunctionLowering {
     var producers: [Int: Operation] = [:]
     /// Sums whose kernel computes the matmul they reduce (Fusion.swift).
     var summedProducts: Set<Int> = []
+    /// Transposes whose kernel computes the batched matmul they read, writing its matrices in
+    /// place in the transposed layout (Fusion.swift): transpose result value -> the matmul.
+    var transposedProducts: [Int: Operation] = [:]
     /// Epilogues by the value of the kernel that computes them (Fusion.swift), and while that
     /// kernel is lowered, where its chain reads the product's value.
     var epilogues: [Int: Epilogue] = [:]
@@ -154,6 +157,7 @@ struct FunctionLowering {
             if fusion { mergeStateUpdates(&steps) }
             steps += copies.map { .copy(to: $0.global, from: $0.value) }
         }
+        if fusion { mergeSiblings(&steps) }
         // Free every temporary of this block after its last use, except what the block returns
         // (a function's results are handed to the caller, a loop body's are copied by the loop).
         let keep = Set(results)

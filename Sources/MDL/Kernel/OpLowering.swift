@@ -39,7 +39,7 @@ extension FunctionLowering {
         let rt = type(op.results[0])
         let shape = rt.shape
         // Fused values and folded transposes have no buffer: the ops that read them do so
-        // through `element` and `matmulOperands`, never through `operands`.
+        // through `element` and `matrixView`, never through `operands`.
         let operands = op.operands.map { bufferOf[$0.id] ?? BufferID(id: -1) }
         let types = op.operands.map(type)
         let count = ScalarExpr(rt.shape.reduce(Dim(1), *))
@@ -84,6 +84,9 @@ extension FunctionLowering {
 
         case .normalize, .normalize_grad, .softmax, .softmax_grad:
             return makeKernel(op, [out], rowKernel(op, out: out))
+
+        case .transpose where transposedProducts[op.results[0].id] != nil:
+            return makeKernel(op, [out], matmul(transposedProducts[op.results[0].id]!, out: out, written: op))
 
         case .transpose:
             // Output axes that are adjacent input axes, in order, move as one: a [1, 0, 2, 3]
@@ -183,7 +186,7 @@ extension FunctionLowering {
             ])])
 
         case .matmul:
-            return makeKernel(op, [out] + matmulOperands(op).map(\.buffer), matmul(op, out: out))
+            return makeKernel(op, [out], matmul(op, out: out))
 
         case .conv2d:
             return makeKernel(op, [out], convolution(op, out: out))
@@ -346,50 +349,101 @@ extension FunctionLowering {
 
     // MARK: matrix products
 
-    /// The matmul operands after folding transposes: buffer, stored shape, transposed flag.
-    func matmulOperands(_ op: Operation) -> [(buffer: BufferID, shape: [Dim], transposed: Bool)] {
-        op.operands.map { v in
-            if let source = foldedTransposes[v.id] { return (buf(source), type(source).shape, true) }
-            return (buf(v), type(v).shape, false)
+    /// A matrix operand or result of a GEMM: `shape` (batch axes, then rows and columns) laid out
+    /// in `buffer` with `strides`; its rows are contiguous, or its columns when `transposed`.
+    struct MatrixView {
+        var buffer: BufferID
+        var shape: [Dim]
+        var strides: [Dim]
+        var transposed = false
+        /// Elements from one row (column, when transposed) to the next.
+        var ld: Dim { strides[strides.count - (transposed ? 1 : 2)] }
+        /// Whether the buffer holds the matrices one after another, each row-major or (transposed) column-major.
+        var dense: Bool {
+            let r = shape.count
+            var stored = shape
+            if transposed { stored.swapAt(r - 1, r - 2) }
+            var expected = denseStrides(stored)
+            if transposed { expected.swapAt(r - 1, r - 2) }
+            return strides == expected
+        }
+        /// The element offset of the matrix at batch index `idx` of a product whose batch this one broadcasts to.
+        func offset(_ idx: [ScalarExpr]) -> ScalarExpr {
+            let batch = shape.count - 2, first = idx.count - batch
+            return (0..<batch).reduce(ScalarExpr.index(0)) { e, axis in shape[axis] == 1 ? e : e + idx[first + axis] * ScalarExpr(strides[axis]) }
         }
     }
 
-    /// A matmul's operands (transposes folded) and sizes: C[batch][m,n] = A[aBatch][m,k] B[bBatch][k,n].
+    /// `transpose(source, perm)` as a view of the source's buffer, when GEMM can read (or write) it
+    /// in place: the matrices dense, or their rows or columns contiguous and the other stride a
+    /// constant at least their length.
+    static func transposedView(_ buffer: BufferID, sourceShape: [Dim], perm: [Int]) -> MatrixView? {
+        let denseSource = denseStrides(sourceShape)
+        let r = perm.count
+        guard r >= 2 else { return nil }
+        for transposed in [false, true] {
+            let view = MatrixView(buffer: buffer, shape: perm.map { sourceShape[$0] }, strides: perm.map { denseSource[$0] }, transposed: transposed)
+            let contiguous = transposed ? r - 2 : r - 1
+            guard view.strides[contiguous] == 1 else { continue }
+            if view.dense { return view }
+            if let ld = view.ld.constant, let length = view.shape[contiguous].constant, ld >= max(1, length) { return view }
+        }
+        return nil
+    }
+
+    /// A matmul operand as its GEMM reads it: its own buffer, or the source of a folded transpose.
+    func matrixView(_ v: Value) -> MatrixView {
+        if let source = foldedTransposes[v.id], let perm = producers[v.id]?.attrs["perm"]?.ints,
+           let view = Self.transposedView(buf(source), sourceShape: type(source).shape, perm: perm) { return view }
+        let shape = type(v).shape
+        return MatrixView(buffer: buf(v), shape: shape, strides: denseStrides(shape))
+    }
+
+    /// A matmul's operands (transposes folded), result and sizes: C[batch][m,n] = A[aBatch][m,k] B[bBatch][k,n].
     struct Product {
-        var a, b: (buffer: BufferID, shape: [Dim], transposed: Bool)
+        var a, b, c: MatrixView
         var m, n, k: Dim
-        var batch, aBatch, bBatch: [Dim]
+        var batch: [Dim]
     }
 
-    func product(_ op: Operation) -> Product {
+    /// The product `op` computes into `out`, or, when its result is only read transposed, into
+    /// that transpose's buffer `out` (`written`: the transpose).
+    func product(_ op: Operation, out: BufferID, written transpose: Operation? = nil) -> Product {
         let shape = type(op.results[0]).shape
-        let ops = matmulOperands(op)
-        let (a, b) = (ops[0], ops[1])
-        return Product(a: a, b: b, m: shape[shape.count - 2], n: shape[shape.count - 1],
-                       k: a.transposed ? a.shape[a.shape.count - 2] : a.shape[a.shape.count - 1],
-                       batch: Array(shape.dropLast(2)), aBatch: Array(a.shape.dropLast(2)), bBatch: Array(b.shape.dropLast(2)))
+        let (a, b) = (matrixView(op.operands[0]), matrixView(op.operands[1]))
+        let c = transpose.flatMap { t in
+            t.attrs["perm"]?.ints.flatMap { perm in Self.transposedView(out, sourceShape: type(t.results[0]).shape, perm: inversePermutation(perm)) }
+        } ?? MatrixView(buffer: out, shape: shape, strides: denseStrides(shape))
+        return Product(a: a, b: b, c: c, m: shape[shape.count - 2], n: shape[shape.count - 1],
+                       k: a.shape[a.shape.count - 1], batch: Array(shape.dropLast(2)))
     }
 
-    /// The GEMM of the batch element at `idx` (operands broadcast), writing (or adding onto) C at `cOffset`.
-    func gemm(_ p: Product, at idx: [ScalarExpr], out: BufferID, cOffset: ScalarExpr, accumulate: Bool) -> KernelStmt {
-        .gemm(Gemm(a: p.a.buffer, aOffset: broadcastIndex(idx, operand: p.aBatch) * ScalarExpr(p.m * p.k), transposeA: p.a.transposed,
-                   b: p.b.buffer, bOffset: broadcastIndex(idx, operand: p.bBatch) * ScalarExpr(p.k * p.n), transposeB: p.b.transposed,
-                   c: out, cOffset: cOffset, m: ScalarExpr(p.m), n: ScalarExpr(p.n), k: ScalarExpr(p.k), accumulate: accumulate))
+    /// The GEMM of the batch element at `idx` (operands broadcast), writing (or adding onto) C. A
+    /// column-major C is computed as C^T = B^T A^T.
+    func gemm(_ p: Product, at idx: [ScalarExpr], accumulate: Bool) -> KernelStmt {
+        let (a, b) = p.c.transposed ? (p.b, p.a) : (p.a, p.b)
+        let (m, n) = p.c.transposed ? (p.n, p.m) : (p.m, p.n)
+        return .gemm(Gemm(a: a.buffer, aOffset: a.offset(idx), transposeA: a.transposed != p.c.transposed,
+                          b: b.buffer, bOffset: b.offset(idx), transposeB: b.transposed != p.c.transposed,
+                          c: p.c.buffer, cOffset: p.c.offset(idx), m: ScalarExpr(m), n: ScalarExpr(n), k: ScalarExpr(p.k), accumulate: accumulate,
+                          lda: ScalarExpr(a.ld), ldb: ScalarExpr(b.ld), ldc: ScalarExpr(p.c.ld)))
     }
 
-    func matmul(_ op: Operation, out: BufferID) -> [KernelStmt] {
-        let p = product(op)
+    func matmul(_ op: Operation, out: BufferID, written transpose: Operation? = nil) -> [KernelStmt] {
+        let p = product(op, out: out, written: transpose)
         // A batch of rows times one matrix (a linear layer on [batch, tokens, features]) is one
         // product with the batch folded into the rows.
-        if !p.batch.isEmpty && !p.a.transposed && p.aBatch == p.batch && p.bBatch.allSatisfy({ $0 == 1 }) {
+        if !p.batch.isEmpty && !p.a.transposed && p.a.dense && p.c.dense && !p.c.transposed && p.a.shape.dropLast(2) == p.batch[...]
+            && p.b.shape.dropLast(2).allSatisfy({ $0 == 1 }) {
             var folded = p
-            (folded.m, folded.batch, folded.aBatch, folded.bBatch) = (p.batch.reduce(p.m, *), [], [], [])
-            return [gemm(folded, at: [], out: out, cOffset: .index(0), accumulate: false)]
+            folded.m = p.batch.reduce(p.m, *)
+            (folded.batch, folded.a.shape, folded.a.strides) = ([], [folded.m, p.k], denseStrides([folded.m, p.k]))
+            (folded.b.shape, folded.b.strides) = (Array(p.b.shape.suffix(2)), Array(p.b.strides.suffix(2)))
+            (folded.c.shape, folded.c.strides) = ([folded.m, p.n], denseStrides([folded.m, p.n]))
+            return [gemm(folded, at: [], accumulate: false)]
         }
         // A batch of products runs over the pool, each product whole on one thread.
-        return parallelNest(p.batch, prefix: "n", work: staticWork([p.m, p.n, p.k][...])) { idx in
-            [gemm(p, at: idx, out: out, cOffset: flatIndex(idx, p.batch) * ScalarExpr(p.m * p.n), accumulate: false)]
-        }
+        return parallelNest(p.batch, prefix: "n", work: staticWork([p.m, p.n, p.k][...])) { idx in [gemm(p, at: idx, accumulate: false)] }
     }
 
     /// The kernel of an elementwise chain that computes its product operand (Fusion.swift). For
@@ -439,14 +493,19 @@ extension FunctionLowering {
     /// and b [batch, k, n], the batch and k axes are one contraction axis of a single product;
     /// otherwise the products accumulate into the result one by one.
     func summedMatmul(_ op: Operation, out: BufferID) -> [KernelStmt] {
-        let p = product(op)
-        if p.a.transposed && !p.b.transposed && p.aBatch == p.batch && p.bBatch == p.batch {
+        let p = product(op, out: out)
+        if p.a.transposed && !p.b.transposed && p.a.dense && p.b.dense && p.a.shape.dropLast(2) == p.batch[...] && p.b.shape.dropLast(2) == p.batch[...] {
             var folded = p
-            (folded.k, folded.batch, folded.aBatch, folded.bBatch) = (p.batch.reduce(p.k, *), [], [], [])
-            return [gemm(folded, at: [], out: out, cOffset: .index(0), accumulate: false)]
+            folded.k = p.batch.reduce(p.k, *)
+            (folded.batch, folded.a.shape, folded.a.strides) = ([], [p.m, folded.k], [1, p.m])
+            (folded.b.shape, folded.b.strides) = ([folded.k, p.n], denseStrides([folded.k, p.n]))
+            folded.c = MatrixView(buffer: out, shape: [p.m, p.n], strides: denseStrides([p.m, p.n]))
+            return [gemm(folded, at: [], accumulate: false)]
         }
+        var single = p
+        single.c = MatrixView(buffer: out, shape: [p.m, p.n], strides: denseStrides([p.m, p.n]))
         let zero = KernelStmt.parallel("i", ScalarExpr(p.m * p.n), [.store(out, .v("i"), .f32(0))], work: 1)
-        return [zero] + loopNest(p.batch, prefix: "n") { idx in [gemm(p, at: idx, out: out, cOffset: .index(0), accumulate: true)] }
+        return [zero] + loopNest(p.batch, prefix: "n") { idx in [gemm(single, at: idx, accumulate: true)] }
     }
 
     // MARK: convolutions and pooling

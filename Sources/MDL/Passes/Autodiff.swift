@@ -27,8 +27,9 @@ enum Autodiff {
             for op in forward where op.op == .global { if case .symbol(let n)? = op.attrs["name"] { loads[n] = op.results[0] } }
             do {
                 let wrt = params.map { loads[$0] }
+                var early: [Int: [Operation]] = [:]
                 let grads = try gradients(of: minimize.operands[0], wrt: wrt.compactMap { $0 }, ops: forward, builder: b,
-                                          missing: &missing, parameters: Set(params))
+                                          missing: &missing, early: &early, parameters: Set(params))
                 var byParam: [Value] = []
                 var k = 0
                 for (p, load) in zip(params, wrt) {
@@ -38,7 +39,7 @@ enum Autodiff {
                 }
                 b.append(Operation(op: .apply_gradients, operands: [minimize.operands[0]] + byParam, results: [],
                                    attrs: ["optimizer": .symbol(opt), "params": .list(params.map { .symbol($0) })], location: minimize.location))
-                f.body.operations.replaceSubrange(at...at, with: b.operations)
+                f.body.operations.replaceSubrange(0...at, with: placing(early, in: forward) + b.operations)
             } catch let e as InternalError {
                 diags.error("internal compiler error in autodiff of @\(f.name): \(e.message)", at: minimize.location)
             } catch {}
@@ -51,9 +52,13 @@ enum Autodiff {
 
     /// Emits into `builder` the gradient of the scalar `loss` with respect to each of `wrt`,
     /// differentiating `ops` (which define `loss`). Returns one gradient per `wrt` value.
+    /// `early` gets the ops that compute a derivative in the forward pass, right after the op
+    /// (by the op's first result): see `Adjoint.forward`.
     static func gradients(of loss: Value, wrt: [Value], ops: [Operation], builder b: IRBuilder, missing: inout [Operation],
-                          parameters: Set<String> = []) throws -> [Value] {
+                          early: inout [Int: [Operation]], parameters: Set<String> = []) throws -> [Value] {
         let f = b.function
+        var uses: [Int: Int] = [:]
+        for op in ops { for v in op.operands { uses[v.id, default: 0] += 1 } }
         // Values that depend on a differentiated input through f32 data flow. A loop depends on
         // them also when its body reads them (directly or as the named parameters).
         var active = Set(wrt.map(\.id))
@@ -85,11 +90,14 @@ enum Autodiff {
             }
             b.location = op.location
             let needs = op.operands.map { active.contains($0.id) && needed.contains($0.id) }
+            let forward = op.operands.allSatisfy({ uses[$0.id] == 1 }) ? IRBuilder(f) : nil
+            forward?.location = op.location
             let grads: [Value?]
-            do { grads = try rule(b, Adjoint(op: op, x: op.operands, y: op.results[0], g: g, needs: needs)) } catch is Unsupported {
+            do { grads = try rule(b, Adjoint(op: op, x: op.operands, y: op.results[0], g: g, needs: needs, forward: forward)) } catch is Unsupported {
                 missing.append(op)
                 continue
             }
+            if let derivatives = forward?.operations, !derivatives.isEmpty { early[op.results[0].id] = derivatives }
             for (i, x) in op.operands.enumerated() where needs[i] {
                 if let gx = grads[i] { try accumulate(x, gx) }
             }
@@ -97,18 +105,27 @@ enum Autodiff {
         return try wrt.map { try adjoint[$0.id] ?? b.zeros(like: $0) }
     }
 
+    /// `ops` with the derivatives `gradients` computes in the forward pass right after their ops.
+    static func placing(_ early: [Int: [Operation]], in ops: [Operation]) -> [Operation] {
+        ops.flatMap { op in [op] + (op.results.first.flatMap { early[$0.id] } ?? []) }
+    }
+
     /// Ops through which no gradient flows, by definition.
     static let stops: Set<OpKind> = [.stop_gradient, .random_uniform, .random_normal, .random_bernoulli, .random_categorical,
                                      .random_randint, .floor, .sign, .argmax, .global_set, .minimize, .apply_gradients]
 
     /// What an adjoint rule sees: the op, its operands `x`, its result `y`, the result's adjoint
-    /// `g`, and which operands need a gradient.
+    /// `g`, and which operands need a gradient. When the op is its operands' only use, `forward`
+    /// builds ops that run right after it in the forward pass: a derivative that costs
+    /// transcendental math (GELU's, SiLU's) is computed there, from x still in cache, and the
+    /// backward pass keeps the derivative instead of x (same size; x dies in the forward pass).
     struct Adjoint {
         let op: Operation
         let x: [Value]
         let y: Value
         let g: Value
         let needs: [Bool]
+        var forward: IRBuilder? = nil
         func attr(_ n: String) -> Attr? { op.attrs[n] }
     }
     typealias Rule = (IRBuilder, Adjoint) throws -> [Value?]
@@ -127,17 +144,18 @@ enum Autodiff {
         // (a bias-add) can fuse into the kernel of its producer.
         .relu: { b, a in [try b.emit(.select, [try b.emit(.gt, [a.y, try b.constant(0)]), a.g, try b.constant(0)])] },
         .gelu: { b, a in
-            let x = a.x[0]
-            let cdf = try b.scale(try b.add(try b.constant(1), try b.emit(.erf, [try b.scale(x, 1 / 2.0.squareRoot())])), 0.5)
-            let pdf = try b.scale(try b.emit(.exp, [try b.scale(try b.mul(x, x), -0.5)]), 1 / (2 * Double.pi).squareRoot())
-            return [try b.mul(a.g, try b.add(cdf, try b.mul(x, pdf)))]
+            let (x, d) = (a.x[0], a.forward ?? b)
+            let cdf = try d.scale(try d.add(try d.constant(1), try d.emit(.erf, [try d.scale(x, 1 / 2.0.squareRoot())])), 0.5)
+            let pdf = try d.scale(try d.emit(.exp, [try d.scale(try d.mul(x, x), -0.5)]), 1 / (2 * Double.pi).squareRoot())
+            return [try b.mul(a.g, try d.add(cdf, try d.mul(x, pdf)))]
         },
         .silu: { b, a in
-            let s = try b.emit(.sigmoid, [a.x[0]])
-            let inner = try b.add(try b.constant(1), try b.mul(a.x[0], try b.sub(try b.constant(1), s)))
-            return [try b.mul(a.g, try b.mul(s, inner))]
+            let (x, d) = (a.x[0], a.forward ?? b)
+            let s = try d.emit(.sigmoid, [x])
+            let inner = try d.add(try d.constant(1), try d.mul(x, try d.sub(try d.constant(1), s)))
+            return [try b.mul(a.g, try d.mul(s, inner))]
         },
-        .softplus: { b, a in [try b.mul(a.g, try b.emit(.sigmoid, [a.x[0]]))] },
+        .softplus: { b, a in [try b.mul(a.g, try (a.forward ?? b).emit(.sigmoid, [a.x[0]]))] },
         .sin: { b, a in [try b.mul(a.g, try b.emit(.cos, [a.x[0]]))] },
         .cos: { b, a in [try b.neg(try b.mul(a.g, try b.emit(.sin, [a.x[0]])))] },
         .erf: { b, a in
