@@ -211,8 +211,10 @@ extension FunctionLowering {
     /// The input is read through `element`, so fused producers are computed in the reduction's loops.
     /// Columns per parallel block of a reduction that keeps the last axis.
     static let columnBlock = 64
+    /// Rows reduced to one: at most this many parts of at least this many rows, in blocks of this many columns.
+    static let rowParts = 8, rowPartMinimum = 256, rowPartBlock = 512
 
-    func reduction(_ op: Operation, input: Value, inputShape full: [Dim], out: BufferID) -> [KernelStmt] {
+    mutating func reduction(_ op: Operation, input: Value, inputShape full: [Dim], out: BufferID) -> [KernelStmt] {
         let given = Set(op.op == .argmax ? [axis(op, rank: full.count)] : normalizedAxes(ints(op, "axes"), rank: full.count))
         // Adjacent axes both reduced or both kept are one axis when the input is read at flat
         // indices: a bias gradient over [B, C, H, W] adds runs of H*W contiguous elements.
@@ -235,6 +237,42 @@ extension FunctionLowering {
         let combine: ScalarOp = op.op == .reduce_max ? .max : op.op == .reduce_min ? .min : .add
         let outCount = ScalarExpr(keptShape.reduce(Dim(1), *))
 
+        // Rows reduced to one (a bias gradient over [B*T, C]): fixed parts of the rows (at least
+        // 256 rows each, at most 8 parts: set by the shape, not the threads) times blocks of 512
+        // columns run in parallel, each reading its rows whole, 8 at a time, into its own partial
+        // result; the partials then combine in part order.
+        if [.sum, .mean, .reduce_max, .reduce_min].contains(op.op), rank == 2, reducedAxes == [0] {
+            let rows = ScalarExpr(s[0]), width = ScalarExpr(s[1]), block = ScalarExpr.index(Self.rowPartBlock)
+            let parts = ScalarExpr.binary(.max, .index(1), .binary(.min, .index(Self.rowParts), rows / .index(Self.rowPartMinimum)))
+            let blocks = (width + block - .index(1)) / block, perPart = (rows + parts - .index(1)) / parts
+            let partial = scratch("partials", TensorType(.f32, [Dim(Self.rowParts), s[1]]))
+            let column = ScalarExpr.v("jb") * block + .v("jj")
+            let target = ScalarExpr.v("p") * width + column
+            func update(_ rowsRead: [ScalarExpr]) -> KernelStmt {
+                var terms = rowsRead.map { read([$0, column]) }
+                while terms.count > 1 {
+                    terms = stride(from: 0, to: terms.count, by: 2).map { $0 + 1 < terms.count ? .binary(combine, terms[$0], terms[$0 + 1]) : terms[$0] }
+                }
+                return .loop("jj", .binary(.min, block, width - .v("jb") * block), [.store(partial, target, .binary(combine, .load(partial, target), terms[0]))])
+            }
+            let unroll = ScalarExpr.index(8), first = ScalarExpr.v("first"), count = ScalarExpr.v("count")
+            let part: [KernelStmt] = [
+                .bind("p", .v("t") / blocks), .bind("jb", .v("t") % blocks),
+                .bind("first", .v("p") * perPart), .bind("count", .binary(.min, perPart, rows - first)),
+                .loop("jj", .binary(.min, block, width - .v("jb") * block), [.store(partial, target, .f32(identity))]),
+                .loop("r", count / unroll, [update((0..<8).map { first + .v("r") * unroll + .index($0) })]),
+                .loop("r", count % unroll, [update([first + count / unroll * unroll + .v("r")])]),
+            ]
+            let total = ScalarExpr.v("acc")
+            return [
+                .parallel("t", parts * blocks, part, work: staticWork([s[0]]) / Self.rowParts * Self.rowPartBlock),
+                .parallel("j", width, [
+                    .declare("acc", .f32(identity)),
+                    .loop("p", parts, [.assign("acc", .binary(combine, total, .load(partial, .v("p") * width + .v("j"))))]),
+                    .store(out, .v("j"), op.op == .mean ? .binary(.div, total, .convert(groupSize, .f32)) : total),
+                ], work: Self.rowParts),
+            ]
+        }
         // Sums, means, maxima and minima that keep the last axis accumulate into the output in input
         // order, so the innermost loop runs along contiguous rows of both buffers and vectorizes;
         // blocks of the last axis run in parallel (each output element still adds its inputs in order).
