@@ -253,6 +253,18 @@ final class CodegenTests: XCTestCase {
         """, sizes: [1, 3, 17, 33, 200], tolerance: 1e-5)
     }
 
+    /// Flat kernels merged into one loop (Kernel/SiblingMerging.swift), the later reading the
+    /// earlier's result at the element, and GELU with its derivative as one kernel.
+    func testMergedSiblingKernels() throws {
+        try check("""
+        proc shared(x: f32[N]) { (exp(x), sin(x) * 2.0) }
+        proc chained(x: f32[N]) {
+          let a = exp(x)
+          (a, a * x, gelu(a))
+        }
+        """, tolerance: 1e-5)
+    }
+
     func testConvolutionsAndPooling() throws {
         try check("""
         proc a(x: f32[2, 3, 9, 8], w: f32[4, 3, 3, 3]) { conv2d(x, w) }

@@ -6,6 +6,16 @@ extension FunctionLowering {
     /// At most this many stores in one merged loop (each is a stream written).
     static let siblingStores = 4
 
+    /// `<later>.mergedN`, N the kernels merged so far (a name's `.mergedK` counts K of them).
+    static func mergedName(_ later: String, with earlier: String) -> String {
+        func split(_ name: String) -> (base: String, count: Int) {
+            guard let r = name.range(of: ".merged", options: .backwards), let k = Int(name[r.upperBound...]) else { return (name, 1) }
+            return (String(name[..<r.lowerBound]), k)
+        }
+        let (base, count) = split(later)
+        return "\(base).merged\(count + split(earlier).count)"
+    }
+
     func mergeSiblings(_ steps: inout [Step]) {
         var b = 1
         while b < steps.count {
@@ -21,7 +31,7 @@ extension FunctionLowering {
                   laterLoop.readsOnlyAtTheElement(earlierLoop.written), earlierLoop.readsOnlyAtTheElement(laterLoop.written) else { continue }
             later.body = [.parallel(laterLoop.variable, laterLoop.extent, earlierLoop.stores(as: laterLoop.variable) + laterLoop.body, work: 1)]
             for x in earlier.buffers where !later.buffers.contains(x) { later.buffers.append(x) }
-            later.name += ".merged2"
+            later.name = Self.mergedName(later.name, with: earlier.name)
             steps[b] = .kernel(later, sourceOp: op)
             steps.remove(at: a)
             b -= 1
