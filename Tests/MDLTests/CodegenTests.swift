@@ -330,6 +330,8 @@ final class CodegenTests: XCTestCase {
         proc d(x: f32[M, N]) { softmax(x * 3.0) }
         proc e(x: f32[N, M]) { softmax(x, axis = 0) }
         proc f(x: f32[2, N, M], y: f32[M]) { softmax(x - y, axis = 1) }
+        proc g(x: f32[M, N], y: f32[N]) { normalize(x) * y + 1.0 }
+        proc h(x: f32[2, N, M], m: f32[M]) { softmax(x, axis = 1) * m - 0.5 }
         """, tolerance: 1e-5)
         try checkGradients("""
         model Norms() {

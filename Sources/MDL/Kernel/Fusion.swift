@@ -10,15 +10,19 @@
 /// chain begins with an add (the GEMM accumulates onto it, so the add costs no pass), and
 /// the rest of the chain runs over the result in place. A convolution's chain runs image by
 /// image right after the image's GEMM, while its output is in cache; a pooling gradient's
-/// chain (a ReLU's gradient) runs over its result in the same kernel.
+/// chain (a ReLU's gradient) runs over its result in the same kernel; a row kernel's chain
+/// (normalize, softmax and their gradients) as it stores each element.
 extension FunctionLowering {
     static let elementwiseOps: Set<OpKind> = OpKind.unary.union(OpKind.binary).union([.select, .cast])
     /// Ops whose kernels read their operands through `element`, so they can absorb producers.
     static let fusingConsumers: Set<OpKind> = elementwiseOps.union([.broadcast, .sum, .mean, .reduce_max, .reduce_min, .logsumexp, .argmax, .normalize, .normalize_grad, .softmax, .softmax_grad])
     /// Elementwise ops that cost far more than a load (polynomials, divisions).
     static let transcendentalOps: Set<OpKind> = [.exp, .log, .erf, .gelu, .tanh, .sigmoid, .silu, .softplus, .sin, .cos, .pow]
-    /// Ops whose kernels can run the elementwise chain consuming their result (an epilogue).
-    static let epilogueProducts: Set<OpKind> = [.matmul, .conv2d, .conv2d_transpose, .maxpool2d_grad, .avgpool2d_grad]
+    /// Matrix products and convolutions: GEMMs.
+    static let products: Set<OpKind> = [.matmul, .conv2d, .conv2d_transpose]
+    /// Ops whose kernels can run the elementwise chain consuming their result (an epilogue): the
+    /// row kernels apply it as they store a row's elements.
+    static let epilogueProducts: Set<OpKind> = products.union([.maxpool2d_grad, .avgpool2d_grad, .normalize, .normalize_grad, .softmax, .softmax_grad])
 
     /// Decides which values get no kernel of their own: transposes used only by matrix products
     /// (folded into the GEMM flags and strides), batched matrix products read only transposed
@@ -37,7 +41,7 @@ extension FunctionLowering {
             for op in b.operations {
                 for v in op.operands { users[v.id, default: []].append((op, id)) }
                 if let r = op.results.first { productsBefore[r.id] = products }
-                if Self.epilogueProducts.contains(op.op) { products += 1 }
+                if Self.products.contains(op.op) { products += 1 }
                 op.regions.forEach(scan)
             }
         }
@@ -47,7 +51,7 @@ extension FunctionLowering {
         // cache): fusing would move that work across the product, so it keeps a kernel.
         func productBetween(_ producer: Operation, _ consumer: Operation) -> Bool {
             guard let p = producer.results.first, let c = consumer.results.first else { return false }
-            return productsBefore[c.id, default: 0] > productsBefore[p.id, default: 0] + (Self.epilogueProducts.contains(producer.op) ? 1 : 0)
+            return productsBefore[c.id, default: 0] > productsBefore[p.id, default: 0] + (Self.products.contains(producer.op) ? 1 : 0)
         }
         var costly: [Int: Bool] = [:]
         func transcendental(_ op: Operation) -> Bool {

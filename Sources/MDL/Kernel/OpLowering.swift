@@ -343,8 +343,10 @@ extension FunctionLowering {
     /// normalize, softmax and their gradients a row at a time (a row: the elements along the
     /// axis), each row on one thread: its statistics in passes over the row, then its elements;
     /// the row stays in cache between the passes. softmax multiplies by 1 / sum (a division
-    /// per element cost a third of its kernel).
-    func rowKernel(_ op: Operation, out: BufferID) -> [KernelStmt] {
+    /// per element cost a third of its kernel). An elementwise chain consuming the result (an
+    /// epilogue: attention's mask and scale after softmax_grad) is applied as the last pass
+    /// stores each element.
+    func rowKernel(_ op: Operation, out: BufferID, epilogue root: Operation? = nil) -> [KernelStmt] {
         let s = type(op.results[0]).shape, a = axis(op, rank: s.count)
         let n = ScalarExpr(s[a]), count = ScalarExpr.convert(ScalarExpr(s[a]), .f32), r = ScalarExpr.v("r")
         func add(_ x: ScalarExpr, _ y: ScalarExpr) -> ScalarExpr { .binary(.add, x, y) }
@@ -353,6 +355,12 @@ extension FunctionLowering {
         func mean(_ total: String) -> ScalarExpr { .binary(.div, .v(total), count) }
         func pass(_ body: [KernelStmt]) -> KernelStmt { .loop("r", n, body) }
         let kept = s.indices.filter { $0 != a }.map { s[$0] }
+        // The element stored last, through the epilogue chain when there is one.
+        var finish: (ScalarExpr, [ScalarExpr]) -> ScalarExpr = { value, _ in value }
+        if let root = root {
+            var lowering = self
+            finish = { value, idx in lowering.reading(op.results[0].id, as: .given(value)) { $0.computed(root, idx, space: s) } }
+        }
         return parallelNest(kept, prefix: "o", work: 4 * staticWork([s[a]])) { keptIdx in
             var idx = keptIdx
             idx.insert(r, at: a)
@@ -361,10 +369,10 @@ extension FunctionLowering {
             case .softmax:
                 return [.declare("largest", .f32(-.infinity)), pass([.accumulate("largest", .max, x)]),
                         .declare("total", .f32(0)), pass([.bind("e", .unary(.exp, sub(x, .v("largest")))), .store(out, at, .v("e")), .accumulate("total", .add, .v("e"))]),
-                        .bind("scale", .binary(.div, .f32(1), .v("total"))), pass([.store(out, at, mul(.load(out, at), .v("scale")))])]
+                        .bind("scale", .binary(.div, .f32(1), .v("total"))), pass([.store(out, at, finish(mul(.load(out, at), .v("scale")), idx))])]
             case .softmax_grad:
                 let g = element(op.operands[1], idx, space: s)
-                return [.declare("total", .f32(0)), pass([.accumulate("total", .add, mul(g, x))]), pass([.store(out, at, mul(x, sub(g, .v("total"))))])]
+                return [.declare("total", .f32(0)), pass([.accumulate("total", .add, mul(g, x))]), pass([.store(out, at, finish(mul(x, sub(g, .v("total"))), idx))])]
             default:
                 let eps = ScalarExpr.f32(op.attrs["eps"]?.doubleValue ?? 1e-5)
                 let y = mul(sub(x, .v("mean")), .v("rstd"))
@@ -373,13 +381,13 @@ extension FunctionLowering {
                     .declare("squares", .f32(0)), pass([.bind("d", sub(x, .v("mean"))), .accumulate("squares", .add, mul(.v("d"), .v("d")))]),
                     .bind("rstd", .unary(.rsqrt, add(mean("squares"), eps))),
                 ]
-                guard op.op == .normalize_grad else { return statistics + [pass([.store(out, at, y)])] }
+                guard op.op == .normalize_grad else { return statistics + [pass([.store(out, at, finish(y, idx))])] }
                 let g = element(op.operands[1], idx, space: s)
                 return statistics + [
                     .declare("gTotal", .f32(0)), .declare("gyTotal", .f32(0)),
                     pass([.bind("g", g), .accumulate("gTotal", .add, .v("g")), .accumulate("gyTotal", .add, mul(.v("g"), y))]),
                     .bind("gMean", mean("gTotal")), .bind("gyMean", mean("gyTotal")),
-                    pass([.store(out, at, mul(sub(sub(g, .v("gMean")), mul(y, .v("gyMean"))), .v("rstd")))]),
+                    pass([.store(out, at, finish(mul(sub(sub(g, .v("gMean")), mul(y, .v("gyMean"))), .v("rstd")), idx))]),
                 ]
             }
         }
@@ -492,6 +500,7 @@ extension FunctionLowering {
         case .conv2d: return convolution(e.product, out: out, epilogue: root)
         case .conv2d_transpose: return transposedConvolution(e.product, out: out, epilogue: root)
         case .maxpool2d_grad, .avgpool2d_grad: return pooling(e.product, out: out) + chainInPlace(root, leaf: e.product.results[0].id, out: out)
+        case .normalize, .normalize_grad, .softmax, .softmax_grad: return rowKernel(e.product, out: out, epilogue: root)
         default: break
         }
         let shape = type(root.results[0]).shape
