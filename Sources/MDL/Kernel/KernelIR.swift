@@ -95,13 +95,20 @@ struct Gemm {
          lda: ScalarExpr? = nil, ldb: ScalarExpr? = nil, ldc: ScalarExpr? = nil) {
         (self.a, self.aOffset, self.transposeA, self.b, self.bOffset, self.transposeB) = (a, aOffset, transposeA, b, bOffset, transposeB)
         (self.c, self.cOffset, self.m, self.n, self.k, self.accumulate) = (c, cOffset, m, n, k, accumulate)
-        self.lda = lda ?? (transposeA ? m : k)
-        self.ldb = ldb ?? (transposeB ? k : n)
-        self.ldc = ldc ?? n
+        let packed = Self.denseLeadingDimensions(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k)
+        (self.lda, self.ldb, self.ldc) = (lda ?? packed.a, ldb ?? packed.b, ldc ?? packed.c)
+    }
+
+    /// The leading dimensions of dense matrices: their rows' (transposed: columns') lengths.
+    static func denseLeadingDimensions(transposeA: Bool, transposeB: Bool, m: ScalarExpr, n: ScalarExpr, k: ScalarExpr) -> (a: ScalarExpr, b: ScalarExpr, c: ScalarExpr) {
+        (transposeA ? m : k, transposeB ? k : n, n)
     }
 
     /// Whether every operand is a dense matrix (the printer leaves the leading dimensions out).
-    var dense: Bool { lda == (transposeA ? m : k) && ldb == (transposeB ? k : n) && ldc == n }
+    var dense: Bool {
+        let packed = Self.denseLeadingDimensions(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k)
+        return (lda, ldb, ldc) == (packed.a, packed.b, packed.c)
+    }
 }
 
 /// One loop-nest function: reads and writes only its buffers.

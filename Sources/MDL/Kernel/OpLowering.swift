@@ -214,6 +214,22 @@ extension FunctionLowering {
     /// Rows reduced to one: at most this many parts of at least this many rows, in blocks of this many columns.
     static let rowParts = 8, rowPartMinimum = 256, rowPartBlock = 512
 
+    /// `terms` combined as a balanced tree (8 rows added pairwise, not one after another).
+    static func tree(_ terms: [ScalarExpr], _ combine: ScalarOp) -> ScalarExpr {
+        var level = terms
+        while level.count > 1 {
+            level = stride(from: 0, to: level.count, by: 2).map { $0 + 1 < level.count ? .binary(combine, level[$0], level[$0 + 1]) : level[$0] }
+        }
+        return level[0]
+    }
+
+    /// Loops over `count` rows from `first`, `update` taking 8 rows at a time, then the rest one by one.
+    static func byEights(from first: ScalarExpr, count: ScalarExpr, _ update: ([ScalarExpr]) -> [KernelStmt]) -> [KernelStmt] {
+        let eight = ScalarExpr.index(8)
+        return [.loop("r", count / eight, update((0..<8).map { first + .v("r") * eight + .index($0) })),
+                .loop("r", count % eight, update([first + count / eight * eight + .v("r")]))]
+    }
+
     mutating func reduction(_ op: Operation, input: Value, inputShape full: [Dim], out: BufferID) -> [KernelStmt] {
         let given = Set(op.op == .argmax ? [axis(op, rank: full.count)] : normalizedAxes(ints(op, "axes"), rank: full.count))
         // Adjacent axes both reduced or both kept are one axis when the input is read at flat
@@ -248,21 +264,14 @@ extension FunctionLowering {
             let partial = scratch("partials", TensorType(.f32, [Dim(Self.rowParts), s[1]]))
             let column = ScalarExpr.v("jb") * block + .v("jj")
             let target = ScalarExpr.v("p") * width + column
-            func update(_ rowsRead: [ScalarExpr]) -> KernelStmt {
-                var terms = rowsRead.map { read([$0, column]) }
-                while terms.count > 1 {
-                    terms = stride(from: 0, to: terms.count, by: 2).map { $0 + 1 < terms.count ? .binary(combine, terms[$0], terms[$0 + 1]) : terms[$0] }
-                }
-                return .loop("jj", .binary(.min, block, width - .v("jb") * block), [.store(partial, target, .binary(combine, .load(partial, target), terms[0]))])
-            }
-            let unroll = ScalarExpr.index(8), first = ScalarExpr.v("first"), count = ScalarExpr.v("count")
+            let columns = ScalarExpr.binary(.min, block, width - .v("jb") * block), first = ScalarExpr.v("first")
             let part: [KernelStmt] = [
                 .bind("p", .v("t") / blocks), .bind("jb", .v("t") % blocks),
                 .bind("first", .v("p") * perPart), .bind("count", .binary(.min, perPart, rows - first)),
-                .loop("jj", .binary(.min, block, width - .v("jb") * block), [.store(partial, target, .f32(identity))]),
-                .loop("r", count / unroll, [update((0..<8).map { first + .v("r") * unroll + .index($0) })]),
-                .loop("r", count % unroll, [update([first + count / unroll * unroll + .v("r")])]),
-            ]
+                .loop("jj", columns, [.store(partial, target, .f32(identity))]),
+            ] + Self.byEights(from: first, count: .v("count")) { rowsRead in
+                [.loop("jj", columns, [.store(partial, target, .binary(combine, .load(partial, target), Self.tree(rowsRead.map { read([$0, column]) }, combine)))])]
+            }
             let total = ScalarExpr.v("acc")
             return [
                 .parallel("t", parts * blocks, part, work: staticWork([s[0]]) / Self.rowParts * Self.rowPartBlock),
@@ -284,19 +293,15 @@ extension FunctionLowering {
             var body: [KernelStmt] = [.parallel("i", outCount, [.store(out, .v("i"), .f32(identity))], work: 1)]
             let column = ScalarExpr.v("jb") * block + .v("jj")
             func update(_ lead: [ScalarExpr], rows: [ScalarExpr]) -> [KernelStmt] {
-                var terms = rows.map { read(lead + [$0, column]) }
-                while terms.count > 1 {
-                    terms = stride(from: 0, to: terms.count, by: 2).map { $0 + 1 < terms.count ? .binary(combine, terms[$0], terms[$0 + 1]) : terms[$0] }
-                }
                 let all = lead + [rows[0], column]
                 let o = kept.enumerated().reduce(ScalarExpr.index(0)) { $0 + all[$1.element] * outStrides[$1.offset] }
-                return [.loop("jj", .binary(.min, block, width - .v("jb") * block), [.store(out, o, .binary(combine, .load(out, o), terms[0]))])]
+                let terms = Self.tree(rows.map { read(lead + [$0, column]) }, combine)
+                return [.loop("jj", .binary(.min, block, width - .v("jb") * block), [.store(out, o, .binary(combine, .load(out, o), terms))])]
             }
-            let unroll = ScalarExpr.index(8), rows = ScalarExpr(s[rank - 2])
+            let rows = ScalarExpr(s[rank - 2])
             let columns = loopNest(Array(s.dropLast(2))) { lead in
                 guard reducedAxes.contains(rank - 2) else { return [.loop("r", rows, update(lead, rows: [.v("r")]))] }
-                return [.loop("r", rows / unroll, update(lead, rows: (0..<8).map { ScalarExpr.v("r") * unroll + .index($0) })),
-                        .loop("r", rows % unroll, update(lead, rows: [rows / unroll * unroll + .v("r")]))]
+                return Self.byEights(from: .index(0), count: rows) { update(lead, rows: $0) }
             }
             body.append(.parallel("jb", (width + block - .index(1)) / block, columns, work: staticWork(s.dropLast()[...]) * Self.columnBlock))
             if op.op == .mean {
@@ -540,19 +545,19 @@ extension FunctionLowering {
     /// and b [batch, k, n], the batch and k axes are one contraction axis of a single product;
     /// otherwise the products accumulate into the result one by one.
     func summedMatmul(_ op: Operation, out: BufferID) -> [KernelStmt] {
-        let p = product(op, out: out)
+        let p = product(op, out: out), single = MatrixView(buffer: out, shape: [p.m, p.n], strides: denseStrides([p.m, p.n]))
         if p.a.transposed && !p.b.transposed && p.a.dense && p.b.dense && p.a.shape.dropLast(2) == p.batch[...] && p.b.shape.dropLast(2) == p.batch[...] {
             var folded = p
             folded.k = p.batch.reduce(p.k, *)
             (folded.batch, folded.a.shape, folded.a.strides) = ([], [p.m, folded.k], [1, p.m])
             (folded.b.shape, folded.b.strides) = ([folded.k, p.n], denseStrides([folded.k, p.n]))
-            folded.c = MatrixView(buffer: out, shape: [p.m, p.n], strides: denseStrides([p.m, p.n]))
+            folded.c = single
             return [gemm(folded, at: [], accumulate: false)]
         }
-        var single = p
-        single.c = MatrixView(buffer: out, shape: [p.m, p.n], strides: denseStrides([p.m, p.n]))
+        var each = p
+        each.c = single
         let zero = KernelStmt.parallel("i", ScalarExpr(p.m * p.n), [.store(out, .v("i"), .f32(0))], work: 1)
-        return [zero] + loopNest(p.batch, prefix: "n") { idx in [gemm(single, at: idx, accumulate: true)] }
+        return [zero] + loopNest(p.batch, prefix: "n") { idx in [gemm(each, at: idx, accumulate: true)] }
     }
 
     // MARK: convolutions and pooling

@@ -19,7 +19,7 @@ extension FunctionLowering {
             defer { b -= 1 }
             guard case .kernel(var later, let op) = steps[b], var laterLoop = FlatLoop(later) else { continue }
             var a = b - 1
-            var merged = 0
+            var merged = false
             while a >= 0 {
                 defer { a -= 1 }
                 guard case .kernel(let earlier, _) = steps[a], let earlierLoop = FlatLoop(earlier), earlierLoop.extent == laterLoop.extent,
@@ -28,18 +28,32 @@ extension FunctionLowering {
                 guard between.allSatisfy({ s in s.buffersUsed.allSatisfy { !earlierLoop.written.contains($0) } && s.buffersWritten.allSatisfy { !earlierLoop.read.contains($0) } }),
                       laterLoop.readsOnlyAtTheElement(earlierLoop.written), earlierLoop.readsOnlyAtTheElement(laterLoop.written) else { continue }
                 if laterLoop.body.count + earlierLoop.body.count > Self.mergedStores { break }
-                later.body = [.parallel(laterLoop.variable, laterLoop.extent, earlierLoop.stores(as: laterLoop.variable) + laterLoop.body, work: 1)]
-                for x in earlier.buffers where !later.buffers.contains(x) { later.buffers.append(x) }
+                later = later.merging(earlier)
                 laterLoop = FlatLoop(later)!  // what the next candidate is checked against includes what just merged
-                merged += 1
+                merged = true
                 steps.remove(at: a)
                 b -= 1
             }
-            if merged > 0 {
-                later.name += ".merged\(merged + 1)"
-                steps[b] = .kernel(later, sourceOp: op)
-            }
+            if merged { steps[b] = .kernel(later, sourceOp: op) }
         }
+    }
+}
+
+extension Kernel {
+    /// This flat kernel with the flat kernel `earlier` (over the same elements) in its loop,
+    /// `earlier`'s stores first; named `<name>.mergedN` for the N kernels it holds.
+    func merging(_ earlier: Kernel) -> Kernel {
+        let loop = FlatLoop(self)!
+        var merged = self
+        merged.body = [.parallel(loop.variable, loop.extent, FlatLoop(earlier)!.stores(as: loop.variable) + loop.body, work: 1)]
+        for x in earlier.buffers where !merged.buffers.contains(x) { merged.buffers.append(x) }
+        func split(_ name: String) -> (base: String, count: Int) {
+            guard let r = name.range(of: ".merged", options: .backwards), let k = Int(name[r.upperBound...]) else { return (name, 1) }
+            return (String(name[..<r.lowerBound]), k)
+        }
+        let (base, count) = split(name)
+        merged.name = "\(base).merged\(count + split(earlier.name).count)"
+        return merged
     }
 }
 

@@ -117,7 +117,7 @@ enum Autodiff {
     /// What an adjoint rule sees: the op, its operands `x`, its result `y`, the result's adjoint
     /// `g`, and which operands need a gradient. When the op is its operands' only use, `forward`
     /// builds ops that run right after it in the forward pass: a derivative that costs
-    /// transcendental math (GELU's, SiLU's) is computed there, from x still in cache, and the
+    /// transcendental math (GELU's, SiLU's, softplus's) is computed there, from x still in cache, and the
     /// backward pass keeps the derivative instead of x (same size; x dies in the forward pass).
     struct Adjoint {
         let op: Operation
