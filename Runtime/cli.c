@@ -10,7 +10,6 @@
 #endif
 
 /* OpenBLAS's (pthreads build) thread shutdown; weak, so that other builds link too. */
-extern int blas_thread_shutdown_(void) __attribute__((weak));
 
 enum { F_BOOL, F_POS, F_NONNEG, F_SEED, F_STR, F_LIST };
 
@@ -300,12 +299,6 @@ int mdl_main(int argc, char **argv, const char *manifest, const mdl_function *fu
     mdl_profiling = profile;
     profile_reset();
     int nthreads = threads ? (int)(threads < 1024 ? threads : 1024) : online_cpus();
-    /* mdl_sgemm spreads products over the pool: OpenBLAS runs single-threaded, and its own
-     * threads (started when the library loaded) are stopped, or they keep waking up and take
-     * the cores from the pool. */
-    openblas_set_num_threads(1);
-    if (blas_thread_shutdown_) blas_thread_shutdown_();
-    flush_subnormals();
     threads_init(nthreads);
     bo.threads = nthreads;
 

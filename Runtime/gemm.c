@@ -1,13 +1,20 @@
 /* mdl_sgemm: the one matrix product generated code calls. OpenBLAS runs single-threaded
  * (its idle workers would spin between products while the pool runs other kernels); a
- * large product is cut into bands of C's rows (or columns, when C is wide) and the bands
- * run on the pool. A product much deeper than it is wide (a weight gradient: k is the batch
- * times the positions) is cut along k instead, into slices chosen from its shape alone: the
- * first slice goes to C, the others to scratch, then C adds them in order. Banding would
- * make every thread pack the whole of the operand it shares; slicing packs each element
- * once. Either way the arithmetic depends on the shapes, never on the thread count, so
- * 1 and 2 threads give the same bytes. Products called from inside a pool job (a batch of
- * small products spread over the pool) run on that thread. */
+ * large product is cut into parts that run on the pool, and the cuts never depend on the
+ * thread count, so 1 and 2 threads give the same bytes:
+ * - a product much deeper than it is wide (a weight gradient: k is the batch times the
+ *   positions) is cut along k into slices chosen from its shape alone: the first slice goes
+ *   to C, the others to scratch, then C adds them in order (banding would make every thread
+ *   pack the whole of the operand it shares; slicing packs each element once);
+ * - a tall product is cut into bands of C's rows at multiples of GEMM_BAND: OpenBLAS computes
+ *   a row of C the same way whatever rows precede it in the call, as long as the band starts
+ *   on its register tile (measured: 12 rows on Zen 3, 16 on Skylake-X), so one thread runs
+ *   it whole and two threads run one band each;
+ * - a wide product is cut into a fixed number of column bands, on any thread count: where a
+ *   column starts in the call changes its bytes (measured on Zen 3 at every offset), and the
+ *   operand each band packs again (A, the short side) is small.
+ * Products called from inside a pool job (a batch of small products spread over the pool)
+ * run on that thread. */
 #include "internal.h"
 
 #include <cblas.h>
@@ -16,13 +23,17 @@
 /* Below this many multiply-adds a product runs on the calling thread: a hand-off to the
  * pool costs microseconds. */
 #define GEMM_PARALLEL_WORK (1 << 20)
-/* Band granularity: a multiple of OpenBLAS's register tiles on current x86 and ARM cores. */
-#define GEMM_BAND 16
+/* Row band granularity: a multiple of OpenBLAS's register tiles on current x86 and ARM cores
+ * (4, 8, 12, 16, 24). */
+#define GEMM_BAND 48
+/* Column bands of a wide product: at most this many, each at least GEMM_BAND * 4 columns. */
+#define GEMM_COLUMN_PARTS 8
 /* At most this many k slices; a slice is at least twice as deep as C is wide or tall. */
 #define GEMM_MAX_SLICES 8
 
 typedef struct {
     bool trans_a, trans_b, by_rows;
+    int64_t band; /* rows or columns per band */
     int64_t m, n, k, lda, ldb, ldc;
     const float *a, *b;
     float *c;
@@ -78,15 +89,18 @@ static float *slice_scratch(int64_t floats) {
     return block;
 }
 
+/* Row bands lo ..< hi in one call (the bands of a thread are contiguous); column bands one
+ * call each, so that the calls do not depend on how the pool groups them. */
 static void gemm_bands(void *ctx, int64_t lo, int64_t hi) {
     const gemm_job *g = ctx;
-    int64_t first = lo * GEMM_BAND;
     if (g->by_rows) {
-        int64_t last = hi * GEMM_BAND < g->m ? hi * GEMM_BAND : g->m;
+        int64_t first = lo * g->band, last = hi * g->band < g->m ? hi * g->band : g->m;
         const float *a = g->trans_a ? g->a + first : g->a + first * g->lda;
         gemm_call(g, last - first, g->n, a, g->b, g->c + first * g->ldc);
-    } else {
-        int64_t last = hi * GEMM_BAND < g->n ? hi * GEMM_BAND : g->n;
+        return;
+    }
+    for (int64_t band = lo; band < hi; band++) {
+        int64_t first = band * g->band, last = first + g->band < g->n ? first + g->band : g->n;
         const float *b = g->trans_b ? g->b + first * g->ldb : g->b + first;
         gemm_call(g, g->m, last - first, g->a, b, g->c + first);
     }
@@ -97,7 +111,7 @@ void mdl_sgemm(int32_t trans_a, int32_t trans_b, int64_t m, int64_t n, int64_t k
     if (m <= 0 || n <= 0) return;
     bool timed = mdl_profiling && !threads_is_worker();
     double start = timed ? now_seconds() : 0;
-    gemm_job g = {trans_a != 0, trans_b != 0, m >= n, m, n, k, lda, ldb, ldc, a, b, c, beta, k, NULL};
+    gemm_job g = {trans_a != 0, trans_b != 0, m >= n, GEMM_BAND, m, n, k, lda, ldb, ldc, a, b, c, beta, k, NULL};
     int64_t wide = m > n ? m : n, slices = k / (2 * wide);
     if (slices > GEMM_MAX_SLICES) slices = GEMM_MAX_SLICES;
     if (m * n * k >= GEMM_PARALLEL_WORK && slices >= 2 && (g.partial = slice_scratch((slices - 1) * m * n)) != NULL) {
@@ -105,11 +119,15 @@ void mdl_sgemm(int32_t trans_a, int32_t trans_b, int64_t m, int64_t n, int64_t k
         mdl_parallel_for(slices, gemm_slices, &g);
         slice_sum t = {&g, slices};
         mdl_parallel_for(m, add_slices, &t);
-    } else if (m * n * k < GEMM_PARALLEL_WORK || threads_count() == 1) {
+    } else if (m * n * k < GEMM_PARALLEL_WORK || (g.by_rows && threads_count() == 1)) {
         gemm_call(&g, m, n, a, b, c);
+    } else if (g.by_rows) {
+        mdl_parallel_for((m + GEMM_BAND - 1) / GEMM_BAND, gemm_bands, &g);
     } else {
-        int64_t extent = g.by_rows ? m : n;
-        mdl_parallel_for((extent + GEMM_BAND - 1) / GEMM_BAND, gemm_bands, &g);
+        int64_t parts = n / (GEMM_BAND * 4);
+        parts = parts < 1 ? 1 : parts > GEMM_COLUMN_PARTS ? GEMM_COLUMN_PARTS : parts;
+        g.band = ((n + parts - 1) / parts + GEMM_BAND - 1) / GEMM_BAND * GEMM_BAND;
+        mdl_parallel_for((n + g.band - 1) / g.band, gemm_bands, &g);
     }
     if (timed) profile_gemm(now_seconds() - start);
 }

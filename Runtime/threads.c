@@ -2,11 +2,14 @@
  * so a kernel that writes disjoint ranges gives the same result on every run. */
 #include "internal.h"
 
+#include <cblas.h>
 #include <pthread.h>
 #include <unistd.h>
 #if defined(__x86_64__) || defined(__i386__)
 #include <xmmintrin.h>
 #endif
+
+extern int blas_thread_shutdown_(void) __attribute__((weak));
 
 static struct {
     pthread_mutex_t mu;
@@ -88,6 +91,12 @@ int online_cpus(void) {
 }
 
 void threads_init(int n) {
+    /* mdl_sgemm spreads products over the pool: OpenBLAS runs single-threaded, and its own
+     * threads (started when the library loaded) are stopped, or they keep waking up and take
+     * the cores from the pool. */
+    openblas_set_num_threads(1);
+    if (blas_thread_shutdown_) blas_thread_shutdown_();
+    flush_subnormals();
     pool.threads = 1;
     for (int i = 1; i < n; i++) {
         pthread_t t;

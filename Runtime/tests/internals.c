@@ -113,7 +113,9 @@ static void gemm(void) {
         int ta, tb;
         int64_t m, n, k;
     } shapes[] = {{0, 0, 64, 48, 4096}, {1, 0, 128, 96, 3000}, {0, 1, 17, 33, 2500}, {1, 1, 40, 8, 2048},
-                  {0, 0, 300, 200, 100}, {1, 1, 150, 400, 64}, {0, 1, 1, 1, 4096}};
+                  {0, 0, 300, 200, 100}, {1, 1, 150, 400, 64}, {0, 1, 1, 1, 4096},
+                  /* where a 16-row band split used to cut OpenBLAS's 12-row tiles on Zen 3, and a wide product */
+                  {0, 0, 2048, 128, 128}, {0, 1, 64, 2000, 128}};
     enum { N_SHAPES = sizeof shapes / sizeof *shapes };
     float *results[2][N_SHAPES][2];
     double worst = 0;
