@@ -15,9 +15,14 @@
 extension FunctionLowering {
     static let elementwiseOps: Set<OpKind> = OpKind.unary.union(OpKind.binary).union([.select, .cast])
     /// Ops whose kernels read their operands through `element`, so they can absorb producers.
-    static let fusingConsumers: Set<OpKind> = elementwiseOps.union([.broadcast, .sum, .mean, .reduce_max, .reduce_min, .logsumexp, .argmax, .normalize, .normalize_grad, .softmax, .softmax_grad])
+    static let fusingConsumers: Set<OpKind> = elementwiseOps.union([.broadcast, .slice, .pad, .concat, .sum, .mean, .reduce_max, .reduce_min, .logsumexp, .argmax, .normalize, .normalize_grad, .softmax, .softmax_grad])
     /// Elementwise ops that cost far more than a load (polynomials, divisions).
     static let transcendentalOps: Set<OpKind> = [.exp, .log, .erf, .gelu, .tanh, .sigmoid, .silu, .softplus, .sin, .cos, .pow]
+    /// Whether `op` reads each element of its operand at an index computed from its own: a slice,
+    /// or a pad without interior padding (out of the window it is the pad value).
+    static func indexRemap(_ op: Operation) -> Bool {
+        op.op == .slice || (op.op == .pad && (op.attrs["interior"]?.ints ?? []).allSatisfy { $0 == 0 })
+    }
     /// Matrix products and convolutions: GEMMs.
     static let products: Set<OpKind> = [.matmul, .conv2d, .conv2d_transpose]
     /// Ops whose kernels can run the elementwise chain consuming their result (an epilogue): the
@@ -120,7 +125,10 @@ extension FunctionLowering {
                 }
                 guard !u.isEmpty, u.allSatisfy({ Self.fusingConsumers.contains($0.op.op) && $0.block == id }) else { continue }
                 let free = (op.op == .constant && op.attrs["value"]?.doubleValue != nil) || op.op == .iota || op.op == .broadcast
-                if free || (Self.elementwiseOps.contains(op.op) && u.count == 1 && !(productBetween(op, u[0].op) && transcendental(op))) {
+                // A slice or pad is an index into its operand's buffer: free to inline into each consumer,
+                // unless its operand is computed inline too (each consumer would compute it again).
+                let remap = Self.indexRemap(op) && (u.count == 1 || !fused.contains(op.operands[0].id))
+                if free || remap || (Self.elementwiseOps.contains(op.op) && u.count == 1 && !(productBetween(op, u[0].op) && transcendental(op))) {
                     fused.insert(op.results[0].id)
                 }
             }
@@ -190,6 +198,23 @@ extension FunctionLowering {
         case .iota:
             let axis = self.axis(op, rank: shape.count)
             return shape[axis] == 1 ? .constant(0, .i32) : .convert(idx[idx.count - shape.count + axis], .i32)
+        case .slice, .pad:
+            // The result's own index (the space's trailing axes; 0 where it is broadcast), mapped into the operand.
+            let at = shape.indices.map { shape[$0] == 1 ? ScalarExpr.index(0) : idx[idx.count - shape.count + $0] }
+            let source = type(op.operands[0]).shape
+            if op.op == .slice {
+                let starts = dims(op, "starts"), steps = ints(op, "strides")
+                return element(op.operands[0], at.indices.map { ScalarExpr(starts[$0]) + at[$0] * .index(steps[$0]) }, space: source)
+            }
+            let low = dims(op, "low"), high = dims(op, "high")
+            let from = at.indices.map { at[$0] - ScalarExpr(low[$0]) }
+            let padded = at.indices.filter { low[$0] != 0 || high[$0] != 0 }
+            let inside = padded.map { ScalarExpr.index(0).lt(from[$0] + .index(1)).and(from[$0].lt(ScalarExpr(source[$0]))) }
+                .reduce(nil) { (all: ScalarExpr?, ok) in all.map { $0.and(ok) } ?? ok }
+            guard let inside else { return element(op.operands[0], from, space: source) }
+            // Outside the window the padded axes' indices are clamped, so that no load leaves the operand.
+            let value = element(op.operands[0], from.indices.map { padded.contains($0) ? .select(inside, from[$0], .index(0)) : from[$0] }, space: source)
+            return .select(inside, value, .constant(op.attrs["value"]?.doubleValue ?? 0, ScalarType(type(v).dtype)))
         default: return Self.elementwise(op, op.operands.map { element($0, idx, space: space, flat: flat) })
         }
     }
@@ -208,7 +233,7 @@ extension FunctionLowering {
     func flatComputable(_ op: Operation, space: [Dim]) -> Bool {
         switch op.op {
         case .constant: return true
-        case .iota: return false
+        case .iota, .slice, .pad: return false
         default: return op.operands.allSatisfy { flatReadable($0, space: space) }
         }
     }

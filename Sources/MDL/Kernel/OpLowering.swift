@@ -100,48 +100,21 @@ extension FunctionLowering {
                 [.store(out, flatIndex(idx, runs.shape), .load(operands[0], zip(idx, source).reduce(ScalarExpr.index(0)) { $0 + $1.0 * $1.1 }))]
             })
 
-        case .slice:
-            let starts = dims(op, "starts"), steps = ints(op, "strides")
-            let inStrides = rowMajorStrides(types[0].shape)
-            return makeKernel(op, [out, operands[0]], loopNest(shape) { idx in
-                let source = idx.indices.reduce(ScalarExpr.index(0)) { $0 + (ScalarExpr(starts[$1]) + idx[$1] * .index(steps[$1])) * inStrides[$1] }
-                return [.store(out, flatIndex(idx, shape), .load(operands[0], source))]
-            })
+        case _ where Self.indexRemap(op):
+            return makeKernel(op, [out], elementwiseLoop(op, out: out))
 
         case .concat:
-            let a = axis(op, rank: shape.count)
-            var offset = Dim(0)
-            var body: [KernelStmt] = []
-            for (b, t) in zip(operands, types) {
-                let start = offset
-                body += loopNest(t.shape) { idx in
-                    var target = idx
-                    target[a] = idx[a] + ScalarExpr(start)
-                    return [.store(out, flatIndex(target, shape), .load(b, flatIndex(idx, t.shape)))]
-                }
-                offset = offset + t.shape[a]
-            }
-            return makeKernel(op, [out] + operands, body)
+            return makeKernel(op, [out], concatenation(op, out: out))
 
         case .pad:
-            let low = dims(op, "low")
-            let interior = op.attrs["interior"]?.ints ?? Array(repeating: 0, count: shape.count)
+            // With interior padding: the fill, then each element of x at its place.
+            let low = dims(op, "low"), interior = ints(op, "interior"), xs = types[0].shape
             let value = ScalarExpr.constant(op.attrs["value"]?.doubleValue ?? 0, ScalarType(rt.dtype))
-            let body = loopNest(types[0].shape) { idx in
-                var target: [ScalarExpr] = []
-                var inside: ScalarExpr?
-                for axis in idx.indices {
-                    let t = ScalarExpr(low[axis]) + idx[axis] * .index(interior[axis] + 1)
-                    target.append(t)
-                    if low[axis].constant.map({ $0 < 0 }) ?? true || interior[axis] != 0 || op.attrs["high"]?.dims?[axis].constant.map({ $0 < 0 }) ?? true {
-                        let ok = ScalarExpr.index(0).lt(t + .index(1)).and(t.lt(ScalarExpr(shape[axis])))
-                        inside = inside.map { $0.and(ok) } ?? ok
-                    }
-                }
-                let store = KernelStmt.store(out, flatIndex(target, shape), .load(operands[0], flatIndex(idx, types[0].shape)))
-                return [inside.map { .when($0, [store]) } ?? store]
+            let scatter = parallelNest(xs) { idx in
+                let target = idx.indices.map { ScalarExpr(low[$0]) + idx[$0] * .index(interior[$0] + 1) }
+                return [.store(out, flatIndex(target, shape), element(op.operands[0], idx, space: xs))]
             }
-            return makeKernel(op, [out, operands[0]], [fill(value)] + body)
+            return makeKernel(op, [out], [fill(value)] + scatter)
 
         case .take:
             let s = types[0].shape, a = axis(op, rank: s.count)
@@ -538,6 +511,32 @@ extension FunctionLowering {
             return [.parallel("i", ScalarExpr(shape.reduce(Dim(1), *)), [.store(out, .v("i"), computed(op, [], space: shape, flat: .v("i")))], work: 1)]
         }
         return parallelNest(shape) { idx in [.store(out, flatIndex(idx, shape), computed(op, idx, space: shape))] }
+    }
+
+    /// concat along axis a: for each index of the axes before a (in parallel), each operand's block
+    /// at its offset; an operand read at the element is copied as one run, and an operand
+    /// computed inline (an elementwise chain, a slice) is computed there.
+    func concatenation(_ op: Operation, out: BufferID) -> [KernelStmt] {
+        let shape = type(op.results[0]).shape, a = axis(op, rank: shape.count)
+        let outer = Array(shape[..<a]), inner = product(shape[(a + 1)...]), block = product(shape[a...])
+        var starts: [Dim] = [], offset = Dim(0)
+        for v in op.operands { starts.append(offset); offset = offset + type(v).shape[a] }
+        func copy(_ v: Value, at start: Dim, _ o: [ScalarExpr], parallel: Bool) -> [KernelStmt] {
+            let part = type(v).shape, base = flatIndex(o, outer)
+            if flatReadable(v, space: part) {
+                let run = product(part[a...])
+                let store = KernelStmt.store(out, base * block + ScalarExpr(start) * inner + .v("j"), element(v, [], space: part, flat: base * run + .v("j")))
+                return [parallel ? .parallel("j", run, [store], work: 1) : .loop("j", run, [store])]
+            }
+            let store = { (idx: [ScalarExpr]) -> [KernelStmt] in
+                var target = o + idx
+                target[a] = idx[0] + ScalarExpr(start)
+                return [.store(out, flatIndex(target, shape), element(v, o + idx, space: part))]
+            }
+            return parallel ? parallelNest(Array(part[a...]), prefix: "c", body: store) : loopNest(Array(part[a...]), prefix: "c", body: store)
+        }
+        if a == 0 { return zip(op.operands, starts).flatMap { copy($0, at: $1, [], parallel: true) } }
+        return parallelNest(outer, work: staticWork(shape[a...])) { o in zip(op.operands, starts).flatMap { copy($0, at: $1, o, parallel: false) } }
     }
 
     /// `sum` over the batch axes of a batched matmul (a weight's gradient: the sum over examples
