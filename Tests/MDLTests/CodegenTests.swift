@@ -135,6 +135,28 @@ final class CodegenTests: XCTestCase {
         }
     }
 
+    /// tanh is generated inline (a rational function, so that loops vectorize): within 4 ulp of
+    /// libm's tanhf on [-10, 10] (the most just below where both reach 1), tiny values and the
+    /// special values included.
+    func testInlineTanhMatchesLibm() throws {
+        guard let m = compileOK("proc t(x: f32[N]) { tanh(x) }", stopAfter: "dce") else { return }
+        let jit = try JITProgram(module: m)
+        var inputs: [Float] = [.nan, .infinity, -.infinity, 0, -0.0, 7.9, 7.91, 9, 100, -7.9, -100, 1e-30, -1e-8, 3.9e-4, 4.1e-4, .leastNonzeroMagnitude]
+        var rng = RobustnessTests.SplitMix(state: 5)
+        inputs += (0..<20000).map { _ in Float(Double.random(in: -10...10, using: &rng)) }
+        inputs += (0..<2000).map { _ in Float(Double.random(in: -0.01...0.01, using: &rng)) }
+        let got = try jit.run("t", [Tensor(.f32, [inputs.count], inputs.map(Double.init))])[0].data
+        var worst = 0.0
+        for (x, g) in zip(inputs, got) {
+            let want = Foundation.tanh(x), value = Float(g)
+            if want.isNaN { XCTAssert(value.isNaN, "tanh(\(x)) = \(value)"); continue }
+            let ulps = abs(Double(value.bitPattern) - Double(want.bitPattern))
+            worst = max(worst, ulps)
+            XCTAssert(ulps <= 4, "tanh(\(x)): generated \(value), libm \(want) (\(ulps) ulp)")
+        }
+        print("inline tanh: worst \(worst) ulp from libm")
+    }
+
     func testBinaryOpsWithEveryBroadcastingPattern() throws {
         var procs: [String] = []
         for (i, op) in ["+", "-", "*"].enumerated() {
@@ -230,6 +252,22 @@ final class CodegenTests: XCTestCase {
         proc f(buf: f32[N, 3], v: f32[N]) { update(buf, 1, v, axis = 1) }
         proc g(idx: i32[N]) { one_hot(idx - 1, 3) }
         """)
+        // Updates written in place (the buffer is read by nothing after them; an unrolled loop
+        // reading the slices it has not overwritten yet), and one that must copy (read after it).
+        try check("""
+        proc h(x: f32[N, 3]) {
+          var hs = exp(broadcast_to(reshape(x, [N, 1, 3]), [N, 4, 3]))
+          for t in 0..4 {
+            hs = update(hs, t, hs[:, 3 - t] * 2.0 + x, axis = 1)
+          }
+          hs
+        }
+        proc i(x: f32[N, 3]) {
+          let a = exp(broadcast_to(reshape(x, [N, 1, 3]), [N, 4, 3]))
+          let b = update(a, 2, x, axis = 1)
+          b - a
+        }
+        """, tolerance: 1e-5)
     }
 
     func testMatrixProducts() throws {
@@ -481,12 +519,16 @@ final class CodegenTests: XCTestCase {
     /// Elementwise loops vectorize; sums vectorize because (and only because) their adds may reassociate.
     func testKernelLoopsAreVectorized() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("vector-\(getpid()).mdl").path
-        try "proc p(a: f32[N], b: f32[N]) { a * b + 1.0 }\nproc q(x: f32[M, N]) { sum(x, axis = 1) }".write(toFile: path, atomically: true, encoding: .utf8)
+        try "proc p(a: f32[N], b: f32[N]) { a * b + 1.0 }\nproc q(x: f32[M, N]) { sum(x, axis = 1) }\nproc r(x: f32[N]) { tanh(x) * exp(x) + erf(x) }"
+            .write(toFile: path, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: path) }
         let text = String(decoding: try Driver.emit(.llvmIR, path: path).parts.joined(), as: UTF8.self)
         let kernels = text.components(separatedBy: "\ndefine ")
         let mul = kernels.first { $0.contains("@p.k1.") && $0.contains("fmul") }
         XCTAssertTrue(mul?.contains(" x float>") ?? false, "the elementwise loop was not vectorized:\n\(text.prefix(3000))")
+        // tanh, exp and erf are inline polynomials: no scalar libm call keeps their loop from vectorizing.
+        let math = kernels.first { $0.hasPrefix("hidden void @r.k1.") && $0.contains(".part1(") }
+        XCTAssertTrue((math?.contains(" x float>") ?? false) && !(math?.contains("@tanhf") ?? true), "tanh * exp + erf was not vectorized:\n\(math ?? text)")
         // The sum's loop (over rows, in parallel) lives in the kernel's `.part` function.
         let sum = kernels.first { $0.hasPrefix("hidden void @q.k1.sum.part1(") }
         XCTAssertTrue(sum?.contains("fadd reassoc nsz <") ?? false, "the sum was not vectorized:\n\(sum ?? text)")

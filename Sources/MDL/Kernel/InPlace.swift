@@ -3,6 +3,7 @@
 /// elementwise kernel that reads G only at the element it writes, and nothing after that
 /// kernel reads G's old value, the kernel writes straight into G: no buffer for V, no copy.
 /// This is the optimizer update (parameters, moments) and batch-norm running statistics.
+/// Slice updates (`update`) of a buffer nothing reads afterwards write into it the same way.
 extension FunctionLowering {
     /// Rewrites `steps` (a function's top level) for the writes it can do in place; returns the writes still needing a copy.
     mutating func writeInPlace(_ steps: inout [Step], allocated: inout [BufferID], results: [BufferID]) -> [(global: BufferID, value: BufferID)] {
@@ -32,6 +33,34 @@ extension FunctionLowering {
             remaining = remaining.map { ($0.global, $0.value == v ? g : $0.value) }
         }
         return remaining
+    }
+}
+
+extension FunctionLowering {
+    /// In-place slice updates: `update(x, k, v)` copies x and writes v over one slice. When x is a
+    /// temporary of this block that nothing reads afterwards, the kernel writes v into x itself and
+    /// x becomes the result: an unrolled loop's `hs = update(hs, t, h)`, and its gradient, no longer
+    /// copy the whole buffer at every step.
+    mutating func updateSlicesInPlace(_ steps: inout [Step], allocated: inout [BufferID], results: inout [BufferID]) {
+        var dropped: [BufferID] = []
+        // An update of an update written in place reads the buffer the first one was renamed to.
+        var renamed: [BufferID: BufferID] = [:]
+        for k in steps.indices {
+            guard case .kernel(let kernel, let op) = steps[k], let out = kernel.buffers.first, var base = sliceUpdates[out] else { continue }
+            while let b = renamed[base] { base = b }
+            guard allocated.contains(base), !results.contains(base), !steps[(k + 1)...].contains(where: { $0.buffersUsed.contains(base) }),
+                  case .parallel(_, _, let copy, _)? = kernel.body.first, copy.count == 1, case .store(out, _, .load(base, _)) = copy[0] else { continue }
+            var updated = kernel
+            updated.body = Array(kernel.body.dropFirst())
+            steps[k] = Step.kernel(updated, sourceOp: op).renaming(out, to: base)
+            for j in (k + 1)..<steps.count { steps[j] = steps[j].renaming(out, to: base) }
+            dropped.append(out)
+            renamed[out] = base
+            results = results.map { $0 == out ? base : $0 }
+            pendingGlobalWrites = pendingGlobalWrites.map { ($0.global, $0.value == out ? base : $0.value) }
+        }
+        steps.removeAll { if case .alloc(let b) = $0 { return dropped.contains(b) }; return false }
+        allocated.removeAll { dropped.contains($0) }
     }
 }
 

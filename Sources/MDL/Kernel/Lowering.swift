@@ -49,6 +49,8 @@ struct FunctionLowering {
     var fusion = true
     /// Scratch buffers the op being lowered needs for the duration of its kernel.
     var scratchBuffers: [BufferID] = []
+    /// The kernels of `update`: result buffer -> the buffer it is a copy of, but for one slice (InPlace.swift).
+    var sliceUpdates: [BufferID: BufferID] = [:]
 
     init(function: Function, module: Module, globalIndex: [String: Int]) {
         self.function = function
@@ -151,6 +153,7 @@ struct FunctionLowering {
                 scratchBuffers = []
             }
         }
+        updateSlicesInPlace(&steps, allocated: &allocated, results: &results)
         // State updates take effect when the function returns.
         if top {
             let copies = writeInPlace(&steps, allocated: &allocated, results: results)

@@ -141,6 +141,8 @@ extension FunctionLowering {
         case .update_slice:
             let a = axis(op, rank: shape.count)
             let outer = product(shape[..<a]), n = ScalarExpr(shape[a]), inner = product(shape[(a + 1)...])
+            sliceUpdates[out] = operands[0]
+            // The copy comes first: updateSlicesInPlace drops it when the update can write its operand.
             return makeKernel(op, [out] + operands, [
                 fill(.load(operands[0], .v("i"))),
                 .bind("k", .convert(.load(operands[2], .index(0)), .index)),
