@@ -239,6 +239,8 @@ final class CodegenTests: XCTestCase {
         }
         proc i(x: f32[N, 6]) { (sum(x[:, 1:5], axis = 1), softmax(x[:, 2:], axis = 1), x[1:, :] - x[:-1, :]) }
         proc j(x: f32[2, N, 3]) { concat([x[:, :, 1:], exp(x)], axis = 2) }
+        proc k(x: f32[N, 4, 3]) { exp(x[:, 2]) * x[:, 0] + reshape(x[:, 1:2, :], [N, 3]) }
+        proc l(x: f32[N, 4], w: f32[4, 2]) { (reshape(exp(x), [N, 1, 4]) @ w, reshape(x[:, 1:3], [N, 2, 1])) }
         """, tolerance: 1e-5)
     }
 

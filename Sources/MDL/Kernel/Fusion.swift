@@ -19,10 +19,18 @@ extension FunctionLowering {
     /// Elementwise ops that cost far more than a load (polynomials, divisions).
     static let transcendentalOps: Set<OpKind> = [.exp, .log, .erf, .gelu, .tanh, .sigmoid, .silu, .softplus, .sin, .cos, .pow]
     /// Whether `op` reads each element of its operand at an index computed from its own: a slice,
-    /// or a pad without interior padding (out of the window it is the pad value).
-    static func indexRemap(_ op: Operation) -> Bool {
-        op.op == .slice || (op.op == .pad && (op.attrs["interior"]?.ints ?? []).allSatisfy { $0 == 0 })
+    /// a pad without interior padding (out of the window it is the pad value), or a reshape that
+    /// only adds or drops axes of size 1 (`x[:, t]`, a slice and such a reshape).
+    func indexRemap(_ op: Operation) -> Bool {
+        switch op.op {
+        case .slice: return true
+        case .pad: return (op.attrs["interior"]?.ints ?? []).allSatisfy { $0 == 0 }
+        case .reshape: return type(op.results[0]).shape.filter { $0 != 1 } == type(op.operands[0]).shape.filter { $0 != 1 }
+        default: return false
+        }
     }
+    /// Whether `op`'s kernel reads its operands through `element`, so that it can absorb their producers.
+    func fusingConsumer(_ op: Operation) -> Bool { Self.fusingConsumers.contains(op.op) || (op.op == .reshape && indexRemap(op)) }
     /// Matrix products and convolutions: GEMMs.
     static let products: Set<OpKind> = [.matmul, .conv2d, .conv2d_transpose]
     /// Ops whose kernels can run the elementwise chain consuming their result (an epilogue): the
@@ -123,11 +131,13 @@ extension FunctionLowering {
                     summedProducts.insert(op.results[0].id)
                     fused.insert(p.results[0].id)
                 }
-                guard !u.isEmpty, u.allSatisfy({ Self.fusingConsumers.contains($0.op.op) && $0.block == id }) else { continue }
+                guard !u.isEmpty, u.allSatisfy({ fusingConsumer($0.op) && $0.block == id }) else { continue }
                 let free = (op.op == .constant && op.attrs["value"]?.doubleValue != nil) || op.op == .iota || op.op == .broadcast
                 // A slice or pad is an index into its operand's buffer: free to inline into each consumer,
-                // unless its operand is computed inline too (each consumer would compute it again).
-                let remap = Self.indexRemap(op) && (u.count == 1 || !fused.contains(op.operands[0].id))
+                // unless its operand is computed inline too (each consumer would compute it again). A
+                // reshape of a buffer stays a view of it; one of a value computed inline passes it on.
+                let inlineOperand = op.operands.first.map { fused.contains($0.id) } ?? false
+                let remap = indexRemap(op) && (op.op == .reshape ? inlineOperand && u.count == 1 : u.count == 1 || !inlineOperand)
                 if free || remap || (Self.elementwiseOps.contains(op.op) && u.count == 1 && !(productBetween(op, u[0].op) && transcendental(op))) {
                     fused.insert(op.results[0].id)
                 }
@@ -198,10 +208,14 @@ extension FunctionLowering {
         case .iota:
             let axis = self.axis(op, rank: shape.count)
             return shape[axis] == 1 ? .constant(0, .i32) : .convert(idx[idx.count - shape.count + axis], .i32)
-        case .slice, .pad:
+        case .slice, .pad, .reshape:
             // The result's own index (the space's trailing axes; 0 where it is broadcast), mapped into the operand.
             let at = shape.indices.map { shape[$0] == 1 ? ScalarExpr.index(0) : idx[idx.count - shape.count + $0] }
             let source = type(op.operands[0]).shape
+            if op.op == .reshape {
+                var kept = at.indices.filter { shape[$0] != 1 }.map { at[$0] }[...]
+                return element(op.operands[0], source.map { $0 == 1 ? .index(0) : kept.removeFirst() }, space: source)
+            }
             if op.op == .slice {
                 let starts = dims(op, "starts"), steps = ints(op, "strides")
                 return element(op.operands[0], at.indices.map { ScalarExpr(starts[$0]) + at[$0] * .index(steps[$0]) }, space: source)
@@ -233,7 +247,7 @@ extension FunctionLowering {
     func flatComputable(_ op: Operation, space: [Dim]) -> Bool {
         switch op.op {
         case .constant: return true
-        case .iota, .slice, .pad: return false
+        case .iota, .slice, .pad, .reshape: return false
         default: return op.operands.allSatisfy { flatReadable($0, space: space) }
         }
     }

@@ -132,11 +132,12 @@ struct FunctionLowering {
             case .global:
                 guard case .symbol(let name)? = op.attrs["name"], let g = globalIndex[name] else { throw fail("unknown global") }
                 bufferOf[op.results[0].id] = globalBuffer(g)
-            case .reshape, .stop_gradient:
+            case _ where op.results.count == 1 && fused.contains(op.results[0].id):
+                continue
+            case .reshape where bufferOf[op.operands[0].id] != nil, .stop_gradient:
+                // A view of its operand's buffer (a reshape of a value computed inline computes it).
                 bufferOf[op.results[0].id] = bufferOf[op.operands[0].id]!
             case .transpose where foldedTransposes[op.results[0].id] != nil:
-                continue
-            case _ where op.results.count == 1 && fused.contains(op.results[0].id):
                 continue
             case .loop:
                 let (step, out) = try lowerLoop(op, allocated: &allocated)

@@ -100,7 +100,7 @@ extension FunctionLowering {
                 [.store(out, flatIndex(idx, runs.shape), .load(operands[0], zip(idx, source).reduce(ScalarExpr.index(0)) { $0 + $1.0 * $1.1 }))]
             })
 
-        case _ where Self.indexRemap(op):
+        case _ where indexRemap(op):
             return makeKernel(op, [out], elementwiseLoop(op, out: out))
 
         case .concat:
