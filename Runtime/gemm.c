@@ -26,8 +26,9 @@
 /* Row band granularity: a multiple of OpenBLAS's register tiles on current x86 and ARM cores
  * (4, 8, 12, 16, 24). */
 #define GEMM_BAND 48
-/* Column bands of a wide product: at most this many, each at least GEMM_BAND * 4 columns. */
+/* Column bands of a wide product: at most this many, each at least GEMM_COLUMNS wide. */
 #define GEMM_COLUMN_PARTS 8
+#define GEMM_COLUMNS 64
 /* At most this many k slices; a slice is at least twice as deep as C is wide or tall. */
 #define GEMM_MAX_SLICES 8
 
@@ -124,9 +125,9 @@ void mdl_sgemm(int32_t trans_a, int32_t trans_b, int64_t m, int64_t n, int64_t k
     } else if (g.by_rows) {
         mdl_parallel_for((m + GEMM_BAND - 1) / GEMM_BAND, gemm_bands, &g);
     } else {
-        int64_t parts = n / (GEMM_BAND * 4);
+        int64_t parts = n / GEMM_COLUMNS;
         parts = parts < 1 ? 1 : parts > GEMM_COLUMN_PARTS ? GEMM_COLUMN_PARTS : parts;
-        g.band = ((n + parts - 1) / parts + GEMM_BAND - 1) / GEMM_BAND * GEMM_BAND;
+        g.band = ((n + parts - 1) / parts + 15) / 16 * 16;
         mdl_parallel_for((n + g.band - 1) / g.band, gemm_bands, &g);
     }
     if (timed) profile_gemm(now_seconds() - start);
