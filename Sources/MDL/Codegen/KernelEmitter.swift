@@ -449,20 +449,14 @@ struct KernelEmitter {
     func tanh(_ x: LLVMValueRef, _ ty: ScalarType, _ b: LLVMBuilderRef) -> LLVMValueRef {
         guard ty == .f32 else { return libm("tanh", ty, [x], b) }
         func c(_ v: Double) -> LLVMValueRef { LLVMConstReal(t.f32, v) }
-        let clamped = intrinsic("maxnum", ty, [intrinsic("minnum", ty, [x, c(7.90531110763549805)], b), c(-7.90531110763549805)], b)
-        let x2 = LLVMBuildFMul(b, clamped, clamped, "")!
-        func horner(_ coefficients: [Double]) -> LLVMValueRef {
-            var acc = c(coefficients[0])
-            for k in coefficients.dropFirst() { acc = intrinsic("fma", ty, [acc, x2, c(k)], b) }
-            return acc
-        }
-        let p = LLVMBuildFMul(b, clamped, horner([-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11, 5.12229709037114e-08,
-                                                  1.48572235717979e-05, 6.37261928875436e-04, 4.89352455891786e-03]), "")!
-        let q = horner([1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03])
+        let ratio = oddRational(x, bound: 7.90531110763549805,
+                                [-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11, 5.12229709037114e-08,
+                                 1.48572235717979e-05, 6.37261928875436e-04, 4.89352455891786e-03],
+                                [1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03], b)
         let magnitude = intrinsic("fabs", ty, [x], b)
         let tiny = LLVMBuildFCmp(b, LLVMRealOLT, magnitude, c(0.0004), "")!
         let saturated = LLVMBuildFCmp(b, LLVMRealOGE, magnitude, c(9), "")!
-        var r = LLVMBuildSelect(b, tiny, x, LLVMBuildFDiv(b, p, q, ""), "")!
+        var r = LLVMBuildSelect(b, tiny, x, ratio, "")!
         r = LLVMBuildSelect(b, saturated, intrinsic("copysign", ty, [c(1), x], b), r, "")!
         return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealUNO, x, x, ""), x, r, "")
     }
@@ -472,18 +466,25 @@ struct KernelEmitter {
     /// libm's erff is a scalar call. f64 uses libm.
     func erf(_ x: LLVMValueRef, _ ty: ScalarType, _ b: LLVMBuilderRef) -> LLVMValueRef {
         guard ty == .f32 else { return libm("erf", ty, [x], b) }
+        return oddRational(x, bound: 4,
+                           [-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
+                            -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02],
+                           [-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03, -1.42647390514189e-02], b)
+    }
+
+    /// f32 x * P(x^2) / Q(x^2) with x clamped to [-bound, bound], the polynomials' coefficients
+    /// highest power first, evaluated in fused multiply-adds: the form of erf and tanh.
+    func oddRational(_ x: LLVMValueRef, bound: Double, _ numerator: [Double], _ denominator: [Double], _ b: LLVMBuilderRef) -> LLVMValueRef {
         func c(_ v: Double) -> LLVMValueRef { LLVMConstReal(t.f32, v) }
-        let clamped = intrinsic("maxnum", ty, [intrinsic("minnum", ty, [x, c(4)], b), c(-4)], b)
+        let clamped = intrinsic("maxnum", .f32, [intrinsic("minnum", .f32, [x, c(bound)], b), c(-bound)], b)
         let x2 = LLVMBuildFMul(b, clamped, clamped, "")!
         func horner(_ coefficients: [Double]) -> LLVMValueRef {
             var acc = c(coefficients[0])
-            for k in coefficients.dropFirst() { acc = intrinsic("fma", ty, [acc, x2, c(k)], b) }
+            for k in coefficients.dropFirst() { acc = intrinsic("fma", .f32, [acc, x2, c(k)], b) }
             return acc
         }
-        let p = LLVMBuildFMul(b, clamped, horner([-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
-                                                  -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02]), "")!
-        let q = horner([-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03, -1.42647390514189e-02])
-        return LLVMBuildFDiv(b, p, q, "")
+        let p = LLVMBuildFMul(b, clamped, horner(numerator), "")!
+        return LLVMBuildFDiv(b, p, horner(denominator), "")
     }
 
     func binary(_ op: ScalarOp, _ x: LLVMValueRef, _ y: LLVMValueRef, _ ty: ScalarType, _ b: LLVMBuilderRef) -> LLVMValueRef {
