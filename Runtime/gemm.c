@@ -8,8 +8,8 @@
  *   pack the whole of the operand it shares; slicing packs each element once);
  * - a tall product is cut into bands of C's rows at multiples of GEMM_BAND: OpenBLAS computes
  *   a row of C the same way whatever rows precede it in the call, as long as the band starts
- *   on its register tile (measured: 12 rows on Zen 3, 16 on Skylake-X), so one thread runs
- *   it whole and two threads run one band each;
+ *   on its register tile (measured: 12 rows on Zen 3; 16-row bands agreed on Skylake-X), so
+ *   one thread runs it whole and two threads run one band each;
  * - a wide product is cut into a fixed number of column bands, on any thread count: where a
  *   column starts in the call changes its bytes (measured on Zen 3 at every offset), and the
  *   operand each band packs again (A, the short side) is small.
@@ -123,7 +123,7 @@ void mdl_sgemm(int32_t trans_a, int32_t trans_b, int64_t m, int64_t n, int64_t k
     } else if (m * n * k < GEMM_PARALLEL_WORK || (g.by_rows && threads_count() == 1)) {
         gemm_call(&g, m, n, a, b, c);
     } else if (g.by_rows) {
-        mdl_parallel_for((m + GEMM_BAND - 1) / GEMM_BAND, gemm_bands, &g);
+        mdl_parallel_for((m + g.band - 1) / g.band, gemm_bands, &g);
     } else {
         int64_t parts = n / GEMM_COLUMNS;
         parts = parts < 1 ? 1 : parts > GEMM_COLUMN_PARTS ? GEMM_COLUMN_PARTS : parts;

@@ -135,13 +135,14 @@ final class CodegenTests: XCTestCase {
         }
     }
 
-    /// tanh is generated inline (a rational function, so that loops vectorize): within 4 ulp of
-    /// libm's tanhf on [-10, 10] (the most just below where both reach 1), tiny values and the
-    /// special values included.
+    /// tanh is generated inline (a rational function, so that loops vectorize): within 5 ulp of
+    /// libm's tanhf on [-10, 10], tiny values and the special values included. 5 ulp is the worst
+    /// over every float in [-10, 10] (at -7.08271885, checked here), found by running the same
+    /// float operations in C over all of them.
     func testInlineTanhMatchesLibm() throws {
         guard let m = compileOK("proc t(x: f32[N]) { tanh(x) }", stopAfter: "dce") else { return }
         let jit = try JITProgram(module: m)
-        var inputs: [Float] = [.nan, .infinity, -.infinity, 0, -0.0, 7.9, 7.91, 9, 100, -7.9, -100, 1e-30, -1e-8, 3.9e-4, 4.1e-4, .leastNonzeroMagnitude]
+        var inputs: [Float] = [.nan, .infinity, -.infinity, 0, -0.0, 7.9, 7.91, 9, 100, -7.9, -100, 1e-30, -1e-8, 3.9e-4, 4.1e-4, .leastNonzeroMagnitude, -7.08271885]
         var rng = RobustnessTests.SplitMix(state: 5)
         inputs += (0..<20000).map { _ in Float(Double.random(in: -10...10, using: &rng)) }
         inputs += (0..<2000).map { _ in Float(Double.random(in: -0.01...0.01, using: &rng)) }
@@ -152,7 +153,7 @@ final class CodegenTests: XCTestCase {
             if want.isNaN { XCTAssert(value.isNaN, "tanh(\(x)) = \(value)"); continue }
             let ulps = abs(Double(value.bitPattern) - Double(want.bitPattern))
             worst = max(worst, ulps)
-            XCTAssert(ulps <= 4, "tanh(\(x)): generated \(value), libm \(want) (\(ulps) ulp)")
+            XCTAssert(ulps <= 5, "tanh(\(x)): generated \(value), libm \(want) (\(ulps) ulp)")
         }
         print("inline tanh: worst \(worst) ulp from libm")
     }
