@@ -106,9 +106,11 @@ struct Build: ParsableCommand {
     @Option(name: .shortAndLong, help: "Output path (default: the file's name without .mdl).") var output: String?
     @Option(help: "What to write: exe, object (two files: kernels, and entry functions as NAME.entries.o), asm or llvm.") var emit: String = "exe"
     @Flag(help: "Print the time of each stage, the kernel and GEMM counts.") var stats = false
+    @Option(name: .shortAndLong, help: "Threads that compile the kernels of an executable (default: the online cores, at most 16).") var jobs: Int?
 
     func validate() throws {
         guard ["exe", "object", "asm", "llvm"].contains(emit) else { throw ValidationError("unknown --emit '\(emit)'; use exe, object, asm or llvm") }
+        if let jobs, jobs < 1 { throw ValidationError("--jobs must be at least 1") }
     }
 
     func run() throws {
@@ -116,7 +118,7 @@ struct Build: ParsableCommand {
         try exitOnError {
             let report: Driver.BuildReport
             if emit == "exe" {
-                report = try Driver.build(path: file, output: out)
+                report = try Driver.build(path: file, output: out, jobs: jobs)
             } else {
                 let artifact: Driver.Artifact = emit == "object" ? .object : emit == "asm" ? .assembly : .llvmIR
                 let (parts, r) = try Driver.emit(artifact, path: file)

@@ -129,6 +129,23 @@ final class BinaryTests: XCTestCase {
         XCTAssertEqual(one, two, "1 and 2 threads trained different weights")
     }
 
+    /// The kernels compile in modules of their own on parallel threads (`mdlc build --jobs`): one,
+    /// two or five modules make executables that train the same weights, byte for byte.
+    func testKernelModulesCompiledInParallelMakeTheSameProgram() throws {
+        var weights: [Data] = []
+        for jobs in [1, 2, 5] {
+            let bin = Self.directory.appendingPathComponent("gpt_fsm-j\(jobs)").path
+            let report = try Driver.build(path: model("gpt_fsm"), output: bin, jobs: jobs)
+            XCTAssertGreaterThan(report.objectBytes, 0)
+            let r = run(bin, ["train", "--steps", "3", "--quiet", "--threads", "1", "--save", "jobs\(jobs).safetensors", "--log", "jobs\(jobs).jsonl"])
+            XCTAssertEqual(r.status, 0, r.output)
+            weights.append(try Data(contentsOf: Self.directory.appendingPathComponent("jobs\(jobs).safetensors")))
+        }
+        XCTAssertGreaterThan(weights[0].count, 10_000)
+        XCTAssertEqual(weights[0], weights[1], "1 and 2 kernel modules trained different weights")
+        XCTAssertEqual(weights[0], weights[2], "1 and 5 kernel modules trained different weights")
+    }
+
     /// `--profile` reports each kernel call site of the timed steps, and the GEMM time inside
     /// the kernels that multiply matrices (never more than the kernel's own time).
     func testProfileReportsKernelsAndGEMMTime() throws {

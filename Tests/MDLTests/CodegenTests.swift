@@ -511,6 +511,33 @@ final class CodegenTests: XCTestCase {
         }
     }
 
+    /// A program's distinct kernels (the layers of gpt_fsm share theirs) split into groups that
+    /// compile in parallel: each kernel in exactly one group, groups in program order, and no
+    /// group heavier than the lightest by more than one kernel's cost (largest first, each to the
+    /// lightest group).
+    func testKernelGroupsCoverEveryKernelOnceAndBalance() throws {
+        var report = Driver.BuildReport()
+        let (program, _) = try Driver.lower(path: Repo.models.appendingPathComponent("gpt_fsm.mdl").path, report: &report)
+        let context = LLVMContextCreate()!
+        defer { LLVMContextDispose(context) }
+        let module = LLVMModuleCreateWithNameInContext("entries", context)!
+        defer { LLVMDisposeModule(module) }
+        let table = try ProgramEmitter(program: program, manifest: "").emitEntries(into: module, context: context, withMain: false)
+        XCTAssertGreaterThan(table.entries.count, 50)
+        XCTAssertLessThan(table.entries.count, report.kernels, "identical kernels are defined once")
+        XCTAssertEqual(Set(table.entries.map(\.kernel.name)).count, table.entries.count)
+        let order = Dictionary(uniqueKeysWithValues: table.entries.enumerated().map { ($1.kernel.name, $0) })
+        for count in [1, 2, 3, 7] {
+            let groups = table.groups(count)
+            XCTAssertEqual(groups.count, count)
+            XCTAssertEqual(groups.flatMap { $0.map(\.kernel.name) }.sorted(), table.entries.map(\.kernel.name).sorted())
+            for g in groups { XCTAssertEqual(g.map { order[$0.kernel.name]! }, g.map { order[$0.kernel.name]! }.sorted()) }
+            let loads = groups.map { $0.reduce(0) { $0 + $1.cost } }
+            XCTAssertLessThanOrEqual(loads.max()! - loads.min()!, table.entries.map(\.cost).max()!, "\(count) groups: \(loads)")
+        }
+        XCTAssertEqual(KernelTable().groups(4).count, 1, "no kernels: one empty module (it holds the entry functions' helper)")
+    }
+
     func testTargetIsTheHostCPU() throws {
         let target = try HostTarget()
         let cpu = LLVMGetHostCPUName()!
@@ -535,7 +562,7 @@ final class CodegenTests: XCTestCase {
         // The sum's loop (over rows, in parallel) lives in the kernel's `.part` function.
         let sum = kernels.first { $0.hasPrefix("hidden void @q.k1.sum.part1(") }
         XCTAssertTrue(sum?.contains("fadd reassoc nsz <") ?? false, "the sum was not vectorized:\n\(sum ?? text)")
-        // Object code: an ELF file, and emitting leaves the module usable (emission works on a clone).
+        // Object code: ELF files, the kernels' and the entry functions'.
         let objects = try Driver.emit(.object, path: path).parts
         XCTAssertEqual(objects.count, 2)
         XCTAssertEqual(Array(objects[0].prefix(4)), [0x7F, 0x45, 0x4C, 0x46], "not an ELF object")

@@ -9,8 +9,8 @@ struct EntryEmitter {
     static let maxRank = 8
     /// The module of entry functions (compiled for speed of compilation: they only sequence calls).
     let t: LLVMContextTypes
-    /// The module of kernels (compiled with `default<O3>`).
-    let kernelModule: LLVMContextTypes
+    /// The kernels the entry functions call (defined in modules of their own, compiled with `default<O3>`).
+    let kernels: KernelTable
 
     func emit(_ f: EntryFunction, symbol: String) throws -> LLVMValueRef {
         for (name, rank) in zip(f.inputNames + f.outputNames, f.inputs.map { f.info($0).shape.count } + f.outputTypes.map(\.rank)) where rank > Self.maxRank {
@@ -20,7 +20,6 @@ struct EntryEmitter {
         let b = LLVMCreateBuilderInContext(t.ctx)!
         defer { LLVMDisposeBuilder(b) }
         LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(t.ctx, fn, "entry"))
-        let kernels = KernelEmitter(t: kernelModule, buffers: f.buffers, symbols: f.symbols)
         let local = KernelEmitter(t: t, buffers: f.buffers, symbols: f.symbols)
         var s = KernelEmitter.State(fn: fn, builder: b)
         let (globals, inData, inShapes, outData, outShapes, key) = (LLVMGetParam(fn, 0)!, LLVMGetParam(fn, 1)!, LLVMGetParam(fn, 2)!,
@@ -132,10 +131,7 @@ struct EntryEmitter {
                 case .sequence(let inner):
                     steps(inner, &s)
                 case .kernel(let k, let op):
-                    let defined = kernels.emit(k)
-                    var length = 0
-                    let kernelName = String(cString: LLVMGetValueName2(defined, &length))
-                    let kfn = t.function(kernelName, t.i32, [LLVMTypeRef](repeating: t.ptr, count: k.buffers.count + 1)).0
+                    let kfn = t.function(kernels.symbol(for: k, buffers: f.buffers, symbols: f.symbols), t.i32, [LLVMTypeRef](repeating: t.ptr, count: k.buffers.count + 1)).0
                     let start = t.call(b, "mdl_profile_start", t.i64, [])
                     var args: [LLVMValueRef?] = k.buffers.map(pointer) + [sizes]
                     var types = [LLVMTypeRef?](repeating: t.ptr, count: args.count)
@@ -209,8 +205,7 @@ struct EntryEmitter {
     /// kernel's status if nonzero; else, while `mdl_check_numerics` is set, the report's code when
     /// one of the n floats at x is NaN or infinite; else 0. Out of line, so each kernel call
     /// costs two calls and one branch in the entry function.
-    func emitAfterKernel() {
-        let t = kernelModule
+    static func emitAfterKernel(_ t: LLVMContextTypes) {
         let (fn, _) = t.function("mdl.after", t.i32, [t.i32, t.ptr, t.i64, t.ptr, t.i64, t.ptr, t.i64, t.ptr])
         LLVMSetVisibility(fn, LLVMHiddenVisibility)
         LLVMAddAttributeAtIndex(fn, UInt32(bitPattern: Int32(LLVMAttributeFunctionIndex)), LLVMCreateEnumAttribute(t.ctx, LLVMGetEnumAttributeKindForName("noinline", 8), 0))

@@ -5,9 +5,6 @@ final class LLVMContextTypes {
     let ctx: LLVMContextRef
     let module: LLVMModuleRef
     let f32, f64, i1, i8, i32, i64, ptr, void: LLVMTypeRef
-    /// Kernels already emitted, by their text with buffers numbered by parameter position:
-    /// the layers of a deep model, and a step and its `grad.` twin, share one function each.
-    var kernels: [String: LLVMValueRef] = [:]
 
     init(module: LLVMModuleRef, context: LLVMContextRef) {
         self.module = module
@@ -57,16 +54,6 @@ struct KernelEmitter {
     let buffers: [BufferInfo]
     let symbols: [String]
 
-    func emit(_ k: Kernel) -> LLVMValueRef {
-        let position = Dictionary(uniqueKeysWithValues: k.buffers.enumerated().map { ($1, $0) })
-        let key = symbols.joined(separator: ",") + "|" + k.buffers.map { buffers[$0.id].dtype.rawValue }.joined(separator: ",") + "|"
-            + KernelPrinter().body(k.body, "", { "$\(position[$0]!)" })
-        if let existing = t.kernels[key] { return existing }
-        let fn = define(k)
-        t.kernels[key] = fn
-        return fn
-    }
-
     /// A function `name(ptr noalias buffers..., ptr sizes, extra...)` positioned at its entry,
     /// with the buffers and sizes in scope.
     private func function(_ name: String, _ k: Kernel, result: LLVMTypeRef, extra: [LLVMTypeRef] = []) -> (LLVMValueRef, State) {
@@ -96,7 +83,8 @@ struct KernelEmitter {
         return (fn, state)
     }
 
-    private func define(_ k: Kernel) -> LLVMValueRef {
+    /// Defines `k` as a function of the module, named as the kernel.
+    func define(_ k: Kernel) -> LLVMValueRef {
         var (fn, state) = function(k.name, k, result: t.i32)
         defer { LLVMDisposeBuilder(state.builder) }
         emit(k.body, &state)

@@ -48,14 +48,12 @@ final class HostTarget {
 
     deinit { LLVMDisposeTargetMachine(machine) }
 
-    /// Machine code for `module` as an object file or assembly text. Code generation mutates
-    /// the module it runs on, so it runs on a clone and `module` stays usable.
+    /// Machine code for `module` as an object file or assembly text. Code generation runs its
+    /// own IR passes on the module: compile a module once, then dispose of it.
     func machineCode(_ module: LLVMModuleRef, assembly: Bool) throws -> [UInt8] {
-        let clone = LLVMCloneModule(module)!
-        defer { LLVMDisposeModule(clone) }
         var buffer: LLVMMemoryBufferRef?
         var message: UnsafeMutablePointer<CChar>?
-        guard LLVMTargetMachineEmitToMemoryBuffer(machine, clone, assembly ? LLVMAssemblyFile : LLVMObjectFile, &message, &buffer) == 0, let buffer else {
+        guard LLVMTargetMachineEmitToMemoryBuffer(machine, module, assembly ? LLVMAssemblyFile : LLVMObjectFile, &message, &buffer) == 0, let buffer else {
             let text = message.map { String(cString: $0) } ?? "unknown error"
             LLVMDisposeMessage(message)
             throw LLVMFailure(description: "emitting an object file: \(text)")

@@ -70,52 +70,111 @@ extension Driver {
     }
 
     /// The Kernel IR text, the optimized LLVM IR, the assembly or the object code of an `.mdl` file:
-    /// one text, or the two objects (kernels, entry functions).
-    public static func emit(_ artifact: Artifact, path: String, withMain: Bool = true) throws -> (parts: [[UInt8]], report: BuildReport) {
+    /// one text, or the objects (the kernels in `kernelModules` modules compiled on as many
+    /// threads, then the entry functions).
+    public static func emit(_ artifact: Artifact, path: String, withMain: Bool = true, kernelModules: Int = 1) throws -> (parts: [[UInt8]], report: BuildReport) {
         var report = BuildReport()
         let (program, irText) = try lower(path: path, report: &report, fusion: artifact != .unfusedKernelIR)
         if artifact == .kernelIR || artifact == .unfusedKernelIR { return ([Array(KernelPrinter().print(program).utf8)], report) }
-        let target = try HostTarget(), quickTarget = try HostTarget(optimized: false)
-        let context = LLVMContextCreate()!
-        defer { LLVMContextDispose(context) }
-        let (kernels, entries) = try time("llvm", &report) {
-            try generate(program, hash: Manifest.hash(irText + mdlVersion), context: context, withMain: withMain, target: target, quickTarget: quickTarget)
+        let modules = try time("llvm", &report) {
+            try ProgramModules(program, hash: Manifest.hash(irText + mdlVersion), withMain: withMain, kernelModules: kernelModules)
         }
-        defer { LLVMDisposeModule(kernels); LLVMDisposeModule(entries) }
         switch artifact {
         case .llvmIR:
-            let text = [kernels, entries].map { m -> String in
+            let text = modules.modules.map { m -> String in
                 let t = LLVMPrintModuleToString(m)!
                 defer { LLVMDisposeMessage(t) }
                 return String(cString: t)
             }.joined(separator: "\n")
             return ([Array(text.utf8)], report)
         case .assembly:
-            return (try time("object", &report) { [try target.machineCode(kernels, assembly: true) + quickTarget.machineCode(entries, assembly: true)] }, report)
+            return (try time("object", &report) { [Array(try modules.machineCode(assembly: true).joined())] }, report)
         default:
-            let objects = try time("object", &report) { [try target.machineCode(kernels, assembly: false), try quickTarget.machineCode(entries, assembly: false)] }
+            let objects = try time("object", &report) { try modules.machineCode(assembly: false) }
             report.objectBytes = objects.reduce(0) { $0 + $1.count }
             return (objects, report)
         }
     }
 
-    /// The two LLVM modules of a program (kernels optimized with `default<O3>`, entry functions
-    /// as emitted), verified; the caller owns them.
-    /// `optimize` false skips `default<O3>` (tests that only compare results).
+    /// The LLVM modules of a build: the kernels in modules of their own, each in an LLVM context
+    /// of its own so that they optimize and compile on threads of their own (XLA's parallel
+    /// codegen), then the entry functions. Every module is verified and the kernels optimized.
+    final class ProgramModules {
+        private(set) var contexts: [LLVMContextRef] = []
+        private(set) var modules: [LLVMModuleRef] = []
+        private var targets: [HostTarget] = []
+
+        init(_ program: KernelProgram, hash: UInt64, withMain: Bool, kernelModules: Int) throws {
+            do {
+                let entries = add(program.module.name, target: try HostTarget(optimized: false))
+                let kernels = try ProgramEmitter(program: program, manifest: Manifest.text(program, hash: hash))
+                    .emitEntries(into: entries, context: contexts[0], withMain: withMain)
+                for (i, group) in kernels.groups(kernelModules).enumerated() {
+                    let m = add(program.module.name + ".kernels\(i == 0 ? "" : "\(i + 1)")", target: try HostTarget())
+                    ProgramEmitter.emitKernels(group, into: m, context: contexts.last!, helpers: i == 0)
+                }
+                // The kernel modules first, as the objects are listed.
+                contexts.append(contexts.removeFirst()); modules.append(modules.removeFirst()); targets.append(targets.removeFirst())
+                _ = try Driver.inParallel(modules.count) { i in
+                    try verify(modules[i], program)
+                    if i < modules.count - 1 { try targets[i].optimize(modules[i]) } else { targets[i].adopt(modules[i]) }
+                }
+            } catch {
+                dispose()
+                throw error
+            }
+        }
+
+        private func add(_ name: String, target: HostTarget) -> LLVMModuleRef {
+            let context = LLVMContextCreate()!
+            let m = LLVMModuleCreateWithNameInContext(name, context)!
+            contexts.append(context); modules.append(m); targets.append(target)
+            return m
+        }
+
+        /// Object code or assembly of each module, compiled in parallel.
+        func machineCode(assembly: Bool) throws -> [[UInt8]] {
+            try Driver.inParallel(modules.count) { i in try targets[i].machineCode(modules[i], assembly: assembly) }
+        }
+
+        private func dispose() {
+            modules.forEach(LLVMDisposeModule)
+            contexts.forEach(LLVMContextDispose)
+            (modules, contexts) = ([], [])
+        }
+
+        deinit { dispose() }
+    }
+
+    /// `body(0) ... body(n - 1)` on up to n threads; the first error, if any, is thrown.
+    static func inParallel<T>(_ n: Int, _ body: (Int) throws -> T) throws -> [T] {
+        var results = [Result<T, Error>?](repeating: nil, count: n)
+        results.withUnsafeMutableBufferPointer { slots in
+            DispatchQueue.concurrentPerform(iterations: n) { i in slots[i] = Result { try body(i) } }
+        }
+        return try results.map { try $0!.get() }
+    }
+
+    static func verify(_ m: LLVMModuleRef, _ program: KernelProgram) throws {
+        var message: UnsafeMutablePointer<CChar>?
+        defer { LLVMDisposeMessage(message) }
+        if LLVMVerifyModule(m, LLVMReturnStatusAction, &message) != 0 {
+            let text = message.map { String(cString: $0) } ?? ""
+            throw BuildError(description: "internal compiler error: invalid LLVM IR for @\(program.module.name): \(text.prefix(2000))")
+        }
+    }
+
+    /// The kernel and entry modules of a program in one context (a JIT's), verified, the kernels
+    /// optimized with `default<O3>` unless `optimize` is false (tests that only compare
+    /// results); the caller owns them.
     static func generate(_ program: KernelProgram, hash: UInt64, context: LLVMContextRef, withMain: Bool,
                          target: HostTarget, quickTarget: HostTarget, optimize: Bool = true) throws -> (LLVMModuleRef, LLVMModuleRef) {
         let kernels = LLVMModuleCreateWithNameInContext(program.module.name + ".kernels", context)!
         let entries = LLVMModuleCreateWithNameInContext(program.module.name, context)!
         do {
-            try ProgramEmitter(program: program, manifest: Manifest.text(program, hash: hash)).emit(kernels: kernels, entries: entries, context: context, withMain: withMain)
-            for m in [kernels, entries] {
-                var message: UnsafeMutablePointer<CChar>?
-                defer { LLVMDisposeMessage(message) }
-                if LLVMVerifyModule(m, LLVMReturnStatusAction, &message) != 0 {
-                    let text = message.map { String(cString: $0) } ?? ""
-                    throw BuildError(description: "internal compiler error: invalid LLVM IR for @\(program.module.name): \(text.prefix(2000))")
-                }
-            }
+            let table = try ProgramEmitter(program: program, manifest: Manifest.text(program, hash: hash)).emitEntries(into: entries, context: context, withMain: withMain)
+            ProgramEmitter.emitKernels(table.entries, into: kernels, context: context, helpers: true)
+            for m in [kernels, entries] { try verify(m, program) }
             if optimize { try target.optimize(kernels) } else { target.adopt(kernels) }
             quickTarget.adopt(entries)
             return (kernels, entries)
@@ -127,8 +186,9 @@ extension Driver {
     }
 
     /// `mdlc build`: source to a linked executable at `output`.
-    public static func build(path: String, output: String) throws -> BuildReport {
-        var (objects, report) = try emit(.object, path: path)
+    /// `jobs`: threads that compile the kernels (default: the online cores, at most 16).
+    public static func build(path: String, output: String, jobs: Int? = nil) throws -> BuildReport {
+        var (objects, report) = try emit(.object, path: path, kernelModules: jobs ?? min(16, ProcessInfo.processInfo.activeProcessorCount))
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("mdlc-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
