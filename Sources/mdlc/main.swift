@@ -137,6 +137,9 @@ struct Build: ParsableCommand {
                 let arena = report.arena
                 print(String(format: "arena %.1f MB (@%@ with every size symbol = %d; one arena serves all functions)",
                              Double(arena.bytes) / 1_048_576, arena.function, report.arenaSize))
+                let busiest = arena.busiest.reduce(0) { $0 + $1.bytes }
+                print(String(format: "  at its busiest %.1f MB live in %d buffers, the largest:", Double(busiest) / 1_048_576, arena.busiest.count))
+                for b in arena.busiest.prefix(8) { print(String(format: "  %8.1f MB  %@  %@", Double(b.bytes) / 1_048_576, b.type, b.writer)) }
             }
         }
     }

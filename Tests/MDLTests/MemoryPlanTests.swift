@@ -27,6 +27,25 @@ final class MemoryPlanTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(total, busiest, what)
     }
 
+    /// `mdlc build --stats` names the buffers live where the largest arena is busiest: the
+    /// largest first, each with the kernel that writes it; together no more than the arena.
+    func testStatsNameTheBuffersLiveWhereTheArenaIsBusiest() throws {
+        var report = Driver.BuildReport()
+        _ = try Driver.lower(path: Repo.models.appendingPathComponent("cnn_mnist.mdl").path, report: &report)
+        let arena = report.arena
+        XCTAssertEqual(arena.function, "step0")
+        let bytes = arena.busiest.map(\.bytes)
+        XCTAssertGreaterThanOrEqual(bytes.count, 3)
+        XCTAssertEqual(bytes, bytes.sorted(by: >))
+        XCTAssertLessThanOrEqual(bytes.reduce(0, +), arena.bytes)
+        // At batch 128 the first convolution's output, f32[B,32,26,26], is 11 MB.
+        XCTAssertGreaterThanOrEqual(bytes[0], 128 * 32 * 26 * 26 * 4)
+        for b in arena.busiest {
+            XCTAssertTrue(b.type.hasPrefix("f32[") || b.type.hasPrefix("bool[") || b.type.hasPrefix("i32["), b.type)
+            XCTAssertTrue(b.writer.hasPrefix("step0.k") || b.writer.hasPrefix("copy of "), b.writer)
+        }
+    }
+
     func testModelsTemporariesStayInTheirIntervalsAndNeverOverlap() throws {
         var checked = 0
         for url in Repo.modelFiles {

@@ -22,13 +22,35 @@ extension Driver {
         var functions: [EntryFunction] = []
 
         /// The largest arena among the functions (bytes, its function), laid out on demand
-        /// (`--stats`) rather than in every build.
-        public var arena: (bytes: Int, function: String) {
-            functions.reduce((0, "")) { largest, f in
+        /// (`--stats`) rather than in every build; and, at the step where its live buffers take
+        /// the most bytes, those buffers (bytes, type, the kernel that writes them), largest first.
+        public var arena: (bytes: Int, function: String, busiest: [(bytes: Int, type: String, writer: String)]) {
+            var largest = (bytes: 0, function: "", busiest: [(bytes: Int, type: String, writer: String)]())
+            for f in functions {
                 let plan = ArenaPlan(f)
-                let bytes = plan.layout(sizes: plan.sizes(f, Dictionary(uniqueKeysWithValues: f.symbols.map { ($0, arenaSize) }))).total
-                return bytes > largest.0 ? (bytes, f.name) : largest
+                let sizes = plan.sizes(f, Dictionary(uniqueKeysWithValues: f.symbols.map { ($0, arenaSize) }))
+                let bytes = plan.layout(sizes: sizes).total
+                guard bytes > largest.bytes || largest.function.isEmpty else { continue }
+                func liveAt(_ position: Int) -> [Int] { plan.live.indices.filter { plan.live[$0].first <= position && position <= plan.live[$0].last } }
+                let peak = Set(plan.live.map(\.first)).sorted().map { (position: $0, bytes: liveAt($0).reduce(0) { $0 + sizes[$1] }) }.max { $0.bytes < $1.bytes }
+                var writers: [BufferID: String] = [:]
+                func walk(_ steps: [Step]) {
+                    for step in steps {
+                        switch step {
+                        case .kernel(let k, _): for b in k.body.flatMap(\.buffersStored) where writers[b] == nil { writers[b] = k.name }
+                        case .copy(let to, let from): if writers[to] == nil { writers[to] = "copy of \(f.info(from).name)" }
+                        case .loop(_, _, _, let body), .sequence(let body): walk(body)
+                        case .alloc, .free: break
+                        }
+                    }
+                }
+                walk(f.steps)
+                largest = (bytes, f.name, (peak.map { liveAt($0.position) } ?? []).sorted { sizes[$0] > sizes[$1] }.map { i in
+                    let b = plan.buffers[i]
+                    return (sizes[i], "\(TensorType(f.info(b).dtype, f.info(b).shape))", writers[b] ?? "never written")
+                })
             }
+            return largest
         }
     }
 

@@ -577,7 +577,7 @@ extension FunctionLowering {
     /// into its output, from columns its part of the images reuses (`imagesInParts`). Small products
     /// (few channels) are grouped, so that OpenBLAS gets few large products: for each group of up to G images,
     /// cols[C*KH*KW, g*OH*OW] holds the receptive fields, prod[O, g*OH*OW] = w[O, C*KH*KW] @ cols,
-    /// and prod is copied into the NCHW result. G keeps cols near 4M floats (16 MB); when the
+    /// and prod is copied into the NCHW result. G keeps cols and prod together near 4M floats (16 MB); when the
     /// field size is symbolic (a weight gradient, whose channels are the batch) the group is all images.
     /// When the window is larger than the output (a weight gradient: the window is the output
     /// gradient, the output the kernel), cols is stored transposed, [g*OH*OW, C*KH*KW], so that
@@ -615,7 +615,7 @@ extension FunctionLowering {
             let chain = root.map { [imageEpilogue($0, of: op, image: .v("n"), out: out, leaf: .inPlace(out))] } ?? []
             return [imagesInParts(ScalarExpr(xs[0]), parts: parts, each: [im2col, gemm] + chain, work: work)]
         }
-        var group = (ckk * ohw).constant.map { Dim(max(1, (1 << 22) / max(1, $0))) } ?? xs[0]
+        var group = ((ckk + os[1]) * ohw).constant.map { Dim(max(1, (1 << 22) / max(1, $0))) } ?? xs[0]
         if let g = group.constant, let n = xs[0].constant, n < g { group = xs[0] }
         let cols = scratch("cols", TensorType(.f32, windowRows ? [group * ohw, ckk] : [ckk, group * ohw]))
         let n = ScalarExpr(xs[0]), g = ScalarExpr(group)
