@@ -340,7 +340,13 @@ final class CodegenTests: XCTestCase {
         proc g(x: f32[2, 3, 8, 7]) { avg_pool2d(x, 3, stride = 2, padding = 1) }
         proc h(x: f32[1, 2, 7, 7]) { max_pool2d(x, [3, 2], stride = [2, 2], padding = 1) }
         proc i(x: f32[2, 3, 9, 8], w: f32[4, 3, 3, 3], b: f32[4, 1, 1]) { sigmoid(conv2d(x, w, padding = 1) + b) }
+        proc j(x: f32[2, 3, 4, 3], w: f32[2, 3, 3, 3]) { conv2d(x, w, padding = 3) }
+        proc k(x: f32[2, 3, 5, 4], w: f32[3, 2, 3, 3]) { conv2d_transpose(x, w, padding = 1) }
+        proc l(x: f32[2, 3, 5, 4], w: f32[3, 2, 3, 3]) { conv2d_transpose(x, w, padding = 2) }
         """, sizes: [1], tolerance: 1e-5)
+        // With stride 1 the columns of a row inside the image are one copy (im2col) or one run of
+        // adds (a transposed convolution's col2im) between padding: rows and columns wholly in
+        // the padding (j, l, and d below), partly (i, k, b below, c below).
         // Windows wider than the output (the shape of a weight gradient): columns stored by
         // window rows; large enough that im2col runs as a parallel loop inside the group loop.
         try check("""
@@ -361,6 +367,8 @@ final class CodegenTests: XCTestCase {
         try check("""
         proc a(x: f32[3, 16, 20, 20], g: f32[3, 32, 18, 18]) { conv2d(transpose(x, [1, 0, 2, 3]), transpose(g, [1, 0, 2, 3])) }
         proc b(x: f32[9, 8, 27, 27], g: f32[9, 16, 12, 12]) { conv2d(transpose(x, [1, 0, 2, 3]), transpose(g, [1, 0, 2, 3]), padding = 1, dilation = 2) }
+        proc c(x: f32[3, 16, 20, 20], g: f32[3, 32, 20, 20]) { conv2d(transpose(x, [1, 0, 2, 3]), transpose(g, [1, 0, 2, 3]), padding = 1) }
+        proc d(x: f32[3, 16, 6, 5], g: f32[3, 32, 14, 13]) { conv2d(transpose(x, [1, 0, 2, 3]), transpose(g, [1, 0, 2, 3]), padding = 5) }
         """, sizes: [1], tolerance: 1e-4)
         // A transposed convolution whose columns allow 2 images per group: 3 images make a full and a partial group.
         try check("proc a(x: f32[3, 2, 40, 40], w: f32[2, 4, 16, 16]) { conv2d_transpose(x, w) }", sizes: [1], tolerance: 1e-4)
