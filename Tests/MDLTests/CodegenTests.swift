@@ -349,9 +349,12 @@ final class CodegenTests: XCTestCase {
         // the padding (j, l, and d below), partly (i, k, b below, c below).
         // Windows wider than the output (the shape of a weight gradient): columns stored by
         // window rows; large enough that im2col runs as a parallel loop inside the group loop.
+        // Columns are made 4 MB of channels at a time, each chunk's product added on: 45 channels
+        // at 6 x 6 windows of 37 x 37 (one image per group) make chunks of 21, 21 and 3 (proc c).
         try check("""
         proc a(x: f32[2, 8, 40, 40], w: f32[3, 8, 37, 37]) { conv2d(x, w) }
         proc b(x: f32[3, 2, 9, 9], w: f32[4, 2, 6, 7]) { conv2d(x, w, stride = 2, padding = 1) }
+        proc c(x: f32[2, 45, 40, 40], w: f32[3, 45, 37, 37]) { conv2d(x, w, padding = 1) }
         """, sizes: [1], tolerance: 1e-4)
         // Products large enough to run one image per thread, straight into the output; the columns
         // allow 2 images per group, so 3 images make a full and a partial group. The elementwise

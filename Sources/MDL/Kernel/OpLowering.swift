@@ -616,8 +616,9 @@ extension FunctionLowering {
     /// and prod is copied into the NCHW result. G keeps cols and prod together near 4M floats (16 MB); when the
     /// field size is symbolic (a weight gradient, whose channels are the batch) the group is all images.
     /// When the window is larger than the output (a weight gradient: the window is the output
-    /// gradient, the output the kernel), cols is stored transposed, [g*OH*OW, C*KH*KW], so that
-    /// im2col copies whole window rows; the GEMM reads it transposed.
+    /// gradient, the output the kernel), cols is stored transposed, [g*OH*OW, c*KH*KW] for a
+    /// chunk of c channels at a time, so that im2col copies whole window rows; the GEMM reads it
+    /// transposed.
     /// With an `epilogue` (the elementwise chain consuming the convolution, Fusion.swift), `out`
     /// is the chain's result, computed image by image as the image's products are done.
     mutating func convolution(_ op: Operation, out: BufferID, epilogue root: Operation? = nil) -> [KernelStmt] {
@@ -633,7 +634,6 @@ extension FunctionLowering {
         let ckk = xs[1] * ws[2] * ws[3], ohw = os[2] * os[3]
         let iy = ScalarExpr.v("y") * .index(stride[0]) - .index(pad[0]) + .v("ki") * .index(dil[0])
         let ix = ScalarExpr.v("x") * .index(stride[1]) - .index(pad[1]) + .v("kj") * .index(dil[1])
-        let inside = inPlane(iy, ix, height: h, width: wd)
         let rowInside = within(iy, h)
         let shift = ScalarExpr.v("kj") * .index(dil[1]) - .index(pad[1])
         let row = (ScalarExpr.v("c") * kh + .v("ki")) * kw + .v("kj")
@@ -656,7 +656,12 @@ extension FunctionLowering {
         }
         var group = ((ckk + os[1]) * ohw).constant.map { Dim(max(1, (1 << 22) / max(1, $0))) } ?? xs[0]
         if let g = group.constant, let n = xs[0].constant, n < g { group = xs[0] }
-        let cols = scratch("cols", TensorType(.f32, windowRows ? [group * ohw, ckk] : [ckk, group * ohw]))
+        // Window rows (a weight gradient, whose channels are the batch) are im2col'd `chunk`
+        // channels at a time, each chunk's product adding into prod, so that the columns stay
+        // near 4 MB at any batch (the whole batch at once was 55 MB on ddpm_mnist's last layer).
+        let kk = ws[2] * ws[3]
+        let chunk = windowRows ? (group * ohw * kk).constant.map { Dim(max(1, (1 << 20) / max(1, $0))) } ?? xs[1] : xs[1]
+        let cols = scratch("cols", TensorType(.f32, windowRows ? [group * ohw, chunk * kk] : [ckk, group * ohw]))
         let n = ScalarExpr(xs[0]), g = ScalarExpr(group)
         // Group `grp` covers images first ..< first + count.
         let first = ScalarExpr.v("grp") * g
@@ -664,15 +669,26 @@ extension FunctionLowering {
         let image = first + .v("gi")
         let source = ((image * c + .v("c")) * h + iy) * wd + ix
         let column = ScalarExpr.v("gi") * ScalarExpr(ohw) + .v("y") * ow + .v("x")
-        let field = KernelStmt.store(cols, column * ScalarExpr(ckk) + row, paddedLoad(x, source, inside: inside))
-        let fieldRow = im2colRow("x", count: ow, cols, at: row * width + column, x, source: source, rowInside: rowInside, step: stride[1], shift: shift, width: wd)
         let perImage = (ckk * ohw).constant ?? (1 << 16)
         let product = scratch("prod", TensorType(.f32, [os[1], group * ohw]))
-        let im2col: KernelStmt = windowRows
-            ? .parallel("gi", count, [.loop("y", oh, [.loop("x", ow, [.loop("c", c, [.loop("ki", kh, [.loop("kj", kw, [field])])])])])], work: perImage)
-            : .parallel("gi", count, [.loop("c", c, [.loop("ki", kh, [.loop("kj", kw, [.loop("y", oh, fieldRow)])])])], work: perImage)
-        let gemm = KernelStmt.gemm(Gemm(a: w, aOffset: .index(0), transposeA: false, b: cols, bOffset: .index(0), transposeB: windowRows,
-                                        c: product, cOffset: .index(0), m: ScalarExpr(os[1]), n: width, k: ScalarExpr(ckk), accumulate: false))
+        let products: [KernelStmt]
+        if windowRows {
+            let (first, size) = (ScalarExpr.v("c0"), ScalarExpr.v("cn"))
+            let windowRow = im2colRow("kj", count: kw, cols, at: column * ScalarExpr(chunk * kk) + row, x, source: source.substituting("c", with: first + .v("c")),
+                                      rowInside: rowInside, step: dil[1], shift: ScalarExpr.v("x") * .index(stride[1]) - .index(pad[1]), width: wd)
+            let im2col = KernelStmt.parallel("gi", count, [.loop("y", oh, [.loop("x", ow, [.loop("c", size, [.loop("ki", kh, windowRow)])])])], work: perImage)
+            let gemm = KernelStmt.gemm(Gemm(a: w, aOffset: first * ScalarExpr(kk), transposeA: false, b: cols, bOffset: .index(0), transposeB: true,
+                                            c: product, cOffset: .index(0), m: ScalarExpr(os[1]), n: width, k: size * ScalarExpr(kk), accumulate: true,
+                                            lda: ScalarExpr(ckk), ldb: ScalarExpr(chunk * kk), ldc: width))
+            let chunks = (c + ScalarExpr(chunk) - .index(1)) / ScalarExpr(chunk)
+            products = [.loop("q", ScalarExpr(os[1]) * width, [.store(product, .v("q"), .f32(0))]),
+                        .loop("chunk", chunks, [.bind("c0", .v("chunk") * ScalarExpr(chunk)), .bind("cn", .binary(.min, ScalarExpr(chunk), c - first)), im2col, gemm])]
+        } else {
+            let fieldRow = im2colRow("x", count: ow, cols, at: row * width + column, x, source: source, rowInside: rowInside, step: stride[1], shift: shift, width: wd)
+            products = [.parallel("gi", count, [.loop("c", c, [.loop("ki", kh, [.loop("kj", kw, [.loop("y", oh, fieldRow)])])])], work: perImage),
+                        .gemm(Gemm(a: w, aOffset: .index(0), transposeA: false, b: cols, bOffset: .index(0), transposeB: false,
+                                   c: product, cOffset: .index(0), m: ScalarExpr(os[1]), n: width, k: ScalarExpr(ckk), accumulate: false))]
+        }
         let copy = root.map { imageEpilogue($0, of: op, image: image, out: out,
                                             leaf: .given(.load(product, ScalarExpr.v("o") * width + .v("gi") * ScalarExpr(ohw) + .v("y") * ow + .v("x")))) }
             ?? .loop("o", ScalarExpr(os[1]), [.loop("p", ScalarExpr(ohw), [
@@ -680,7 +696,7 @@ extension FunctionLowering {
             ])])
         let scatter = KernelStmt.parallel("gi", count, [copy], work: (os[1] * ohw).constant ?? (1 << 16))
         let groups = (n + g - .index(1)) / g
-        return [.loop("grp", groups, [.bind("count", .binary(.min, g, n - first)), im2col, gemm, scatter])]
+        return [.loop("grp", groups, [.bind("count", .binary(.min, g, n - first))] + products + [scatter])]
     }
 
     /// The elementwise chain `root` over one image of its convolution `conv` (output position
