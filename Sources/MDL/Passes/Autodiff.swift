@@ -149,11 +149,13 @@ enum Autodiff {
             let pdf = try d.scale(try d.emit(.exp, [try d.scale(try d.mul(x, x), -0.5)]), 1 / (2 * Double.pi).squareRoot())
             return [try b.mul(a.g, try d.add(cdf, try d.mul(x, pdf)))]
         },
+        // silu'(x) = s + x s (1 - s) = y + s (1 - y) with s = sigmoid(x), y = silu(x): written with y,
+        // s has one use, so the fusion plan computes it inline and the derivative stays in the
+        // forward kernel (the backward pass keeps one buffer instead of x and s).
         .silu: { b, a in
-            let (x, d) = (a.x[0], a.forward ?? b)
-            let s = try d.emit(.sigmoid, [x])
-            let inner = try d.add(try d.constant(1), try d.mul(x, try d.sub(try d.constant(1), s)))
-            return [try b.mul(a.g, try d.mul(s, inner))]
+            let d = a.forward ?? b
+            let s = try d.emit(.sigmoid, [a.x[0]])
+            return [try b.mul(a.g, try d.add(a.y, try d.mul(s, try d.sub(try d.constant(1), a.y))))]
         },
         .softplus: { b, a in [try b.mul(a.g, try (a.forward ?? b).emit(.sigmoid, [a.x[0]]))] },
         .sin: { b, a in [try b.mul(a.g, try b.emit(.cos, [a.x[0]]))] },
