@@ -106,7 +106,7 @@ struct Build: ParsableCommand {
     @Option(name: .shortAndLong, help: "Output path (default: the file's name without .mdl).") var output: String?
     @Option(help: "What to write: exe, object (two files: kernels, and entry functions as NAME.entries.o), asm or llvm.") var emit: String = "exe"
     @Flag(help: "Print the time of each stage, the kernel and GEMM counts.") var stats = false
-    @Option(name: .shortAndLong, help: "Threads that compile the kernels of an executable (default: the online cores, at most 16).") var jobs: Int?
+    @Option(name: .shortAndLong, help: "Kernel modules of an executable compiled in parallel, beside the entry functions' (default: the online cores, at most 16).") var jobs: Int?
 
     func validate() throws {
         guard ["exe", "object", "asm", "llvm"].contains(emit) else { throw ValidationError("unknown --emit '\(emit)'; use exe, object, asm or llvm") }

@@ -208,7 +208,7 @@ extension Driver {
     }
 
     /// `mdlc build`: source to a linked executable at `output`.
-    /// `jobs`: threads that compile the kernels (default: the online cores, at most 16).
+    /// `jobs`: kernel modules compiled in parallel (default: the online cores, at most 16).
     public static func build(path: String, output: String, jobs: Int? = nil) throws -> BuildReport {
         var (objects, report) = try emit(.object, path: path, kernelModules: jobs ?? min(16, ProcessInfo.processInfo.activeProcessorCount))
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("mdlc-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")

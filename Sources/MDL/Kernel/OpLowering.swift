@@ -673,16 +673,16 @@ extension FunctionLowering {
         let product = scratch("prod", TensorType(.f32, [os[1], group * ohw]))
         let products: [KernelStmt]
         if windowRows {
-            let (first, size) = (ScalarExpr.v("c0"), ScalarExpr.v("cn"))
-            let windowRow = im2colRow("kj", count: kw, cols, at: column * ScalarExpr(chunk * kk) + row, x, source: source.substituting("c", with: first + .v("c")),
+            let (c0, cn) = (ScalarExpr.v("c0"), ScalarExpr.v("cn"))
+            let windowRow = im2colRow("kj", count: kw, cols, at: column * ScalarExpr(chunk * kk) + row, x, source: source.substituting("c", with: c0 + .v("c")),
                                       rowInside: rowInside, step: dil[1], shift: ScalarExpr.v("x") * .index(stride[1]) - .index(pad[1]), width: wd)
-            let im2col = KernelStmt.parallel("gi", count, [.loop("y", oh, [.loop("x", ow, [.loop("c", size, [.loop("ki", kh, windowRow)])])])], work: perImage)
-            let gemm = KernelStmt.gemm(Gemm(a: w, aOffset: first * ScalarExpr(kk), transposeA: false, b: cols, bOffset: .index(0), transposeB: true,
-                                            c: product, cOffset: .index(0), m: ScalarExpr(os[1]), n: width, k: size * ScalarExpr(kk), accumulate: true,
+            let im2col = KernelStmt.parallel("gi", count, [.loop("y", oh, [.loop("x", ow, [.loop("c", cn, [.loop("ki", kh, windowRow)])])])], work: perImage)
+            let gemm = KernelStmt.gemm(Gemm(a: w, aOffset: c0 * ScalarExpr(kk), transposeA: false, b: cols, bOffset: .index(0), transposeB: true,
+                                            c: product, cOffset: .index(0), m: ScalarExpr(os[1]), n: width, k: cn * ScalarExpr(kk), accumulate: true,
                                             lda: ScalarExpr(ckk), ldb: ScalarExpr(chunk * kk), ldc: width))
             let chunks = (c + ScalarExpr(chunk) - .index(1)) / ScalarExpr(chunk)
             products = [.loop("q", ScalarExpr(os[1]) * width, [.store(product, .v("q"), .f32(0))]),
-                        .loop("chunk", chunks, [.bind("c0", .v("chunk") * ScalarExpr(chunk)), .bind("cn", .binary(.min, ScalarExpr(chunk), c - first)), im2col, gemm])]
+                        .loop("chunk", chunks, [.bind("c0", .v("chunk") * ScalarExpr(chunk)), .bind("cn", .binary(.min, ScalarExpr(chunk), c - c0)), im2col, gemm])]
         } else {
             let fieldRow = im2colRow("x", count: ow, cols, at: row * width + column, x, source: source, rowInside: rowInside, step: stride[1], shift: shift, width: wd)
             products = [.parallel("gi", count, [.loop("c", c, [.loop("ki", kh, [.loop("kj", kw, [.loop("y", oh, fieldRow)])])])], work: perImage),
